@@ -1,0 +1,46 @@
+"""Connecting to Ray: a local instance by default, a cluster with `ray.address` or RAY_ADDRESS."""
+
+from __future__ import annotations
+
+import logging
+import os
+
+from personagen.config import RayConfig
+
+log = logging.getLogger(__name__)
+
+
+def init_ray(cfg: RayConfig) -> None:
+    """Start or join Ray once per process; a no-op when Ray is already initialised."""
+    import ray
+
+    if ray.is_initialized():
+        return
+    address = cfg.address or os.environ.get("RAY_ADDRESS")
+    if address:
+        log.info("connecting to Ray cluster at %s", address)
+        ray.init(address=address, log_to_driver=True)
+    else:
+        ray.init(
+            num_cpus=cfg.num_cpus,
+            include_dashboard=False,
+            log_to_driver=True,
+            configure_logging=False,
+        )
+    _quiet_ray_data()
+
+
+def _quiet_ray_data() -> None:
+    """Keep Ray Data's progress bars, drop its per-operator chatter from our console."""
+    from ray.data import DataContext
+
+    ctx = DataContext.get_current()
+    ctx.enable_progress_bars = True
+    ctx.print_on_execution_start = False
+    logging.getLogger("ray.data").setLevel(logging.WARNING)
+
+
+def available_cpus() -> int:
+    import ray
+
+    return max(1, int(ray.cluster_resources().get("CPU", 1)))

@@ -1,0 +1,217 @@
+"""Typed configuration: YAML in, validated, defaults = the embedded offline setup.
+
+One `Config` object is built from (defaults) <- (YAML file) <- (`--set key=value` overrides) and
+passed to every stage. Secrets never live here: `llm.api_key_env` names the environment variable
+that holds the key, and `masked()` is what may be printed or written to a manifest.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+from typing import Any, Literal, get_args, get_origin
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from personagen.errors import ConfigError
+
+
+class Section(BaseModel):
+    """Base of every config section: unknown keys are errors, values are validated on set."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class LLMConfig(Section):
+    """The OpenAI-compatible endpoint used by every LLM stage (mine, judge, score, revise)."""
+
+    base_url: str | None = Field(
+        None, description="OpenAI-compatible endpoint; unset = start the embedded llama.cpp server"
+    )
+    model: str = Field("smollm2-135m-instruct", description="model name sent to the endpoint")
+    api_key_env: str = Field(
+        "OPENAI_API_KEY", description="name of the environment variable holding the API key"
+    )
+    concurrency: int = Field(8, ge=1, description="requests in flight per worker")
+    timeout_s: float = Field(120.0, gt=0, description="per-request timeout in seconds")
+    max_retries: int = Field(4, ge=0, description="retries on 429, 5xx, timeouts, disconnects")
+    temperature: float = Field(0.7, ge=0, le=2)
+
+    def api_key(self) -> str | None:
+        """The key from the environment, read at the moment of use (never stored)."""
+        return os.environ.get(self.api_key_env) or None
+
+
+class RayConfig(Section):
+    address: str | None = Field(
+        None, description="Ray cluster address; unset = RAY_ADDRESS or a local Ray instance"
+    )
+    num_cpus: int | None = Field(None, ge=1, description="CPUs for a local Ray instance")
+
+
+class RedactConfig(Section):
+    """PII redaction applied at ingest, before any text can reach an LLM."""
+
+    enabled: bool = True
+    types: list[Literal["email", "phone", "url", "handle"]] = Field(
+        default_factory=lambda: ["email", "phone", "url", "handle"]
+    )
+
+
+class WindowConfig(Section):
+    """How a long history is cut to the miner's token budget."""
+
+    strategy: Literal["recent", "spread", "windows"] = "spread"
+    max_tokens: int = Field(3000, ge=64, description="token budget of one window")
+    max_windows: int = Field(4, ge=1, description="windows per user (strategy=windows)")
+
+
+class IngestConfig(Section):
+    format: Literal["auto", "blogs-xml", "jsonl", "parquet"] = "auto"
+    min_posts: int = Field(1, ge=1, description="users with fewer non-empty posts are skipped")
+    redact: RedactConfig = Field(default_factory=RedactConfig)
+    window: WindowConfig = Field(default_factory=WindowConfig)
+
+
+class Config(Section):
+    seed: int = Field(0, description="seed of every random choice (sampling, shuffles)")
+    ray: RayConfig = Field(default_factory=RayConfig)
+    llm: LLMConfig = Field(default_factory=LLMConfig)
+    ingest: IngestConfig = Field(default_factory=IngestConfig)
+
+    def masked(self) -> dict[str, Any]:
+        """The configuration as plain data, safe to print or to store in a manifest."""
+        data = self.model_dump(mode="json")
+        data["llm"]["api_key"] = "****" if self.llm.api_key() else "(not set)"
+        return _mask_urls(data)
+
+
+_URL_CREDENTIALS = re.compile(r"(?<=://)[^/@\s]+@")
+_URL_SECRET_QUERY = re.compile(r"(?i)([?&](?:api[_-]?key|key|token|sig)=)[^&\s]+")
+
+
+def _mask_urls(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _mask_urls(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_mask_urls(v) for v in value]
+    if isinstance(value, str) and "://" in value:
+        return _URL_SECRET_QUERY.sub(r"\1****", _URL_CREDENTIALS.sub("****@", value))
+    return value
+
+
+def load_config(
+    path: str | Path | None = None,
+    overrides: list[str] | tuple[str, ...] = (),
+    seed: int | None = None,
+) -> Config:
+    """Defaults, then the YAML file at `path`, then `key=value` overrides, then `seed`."""
+    data: dict[str, Any] = {}
+    if path is not None:
+        data = _read_yaml(Path(path))
+    for item in overrides:
+        key, value = _parse_override(item)
+        _check_key(key)
+        _set_dotted(data, key, value)
+    if seed is not None:
+        data["seed"] = seed
+    try:
+        return Config.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(_describe(exc)) from None
+
+
+def _read_yaml(path: Path) -> dict[str, Any]:
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(f"config file not found: {path}") from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"config file {path} is not valid YAML: {exc}") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(
+            f"config file {path} must hold a mapping of keys, not {type(data).__name__}"
+        )
+    return data
+
+
+def _parse_override(item: str) -> tuple[str, Any]:
+    key, sep, raw = item.partition("=")
+    if not sep or not key.strip():
+        raise ConfigError(f"--set expects key=value (e.g. llm.concurrency=64), got {item!r}")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else None
+    except yaml.YAMLError:
+        value = raw
+    return key.strip(), value
+
+
+def _set_dotted(data: dict[str, Any], key: str, value: Any) -> None:
+    node = data
+    parts = key.split(".")
+    for part in parts[:-1]:
+        child = node.setdefault(part, {})
+        if not isinstance(child, dict):
+            raise ConfigError(f"cannot set {key}: {part} is a value, not a section")
+        node = child
+    node[parts[-1]] = value
+
+
+def _section_of(annotation: Any) -> type[Section] | None:
+    if isinstance(annotation, type) and issubclass(annotation, Section):
+        return annotation
+    if get_origin(annotation) is not None:
+        for arg in get_args(annotation):
+            found = _section_of(arg)
+            if found is not None:
+                return found
+    return None
+
+
+def _check_key(key: str) -> None:
+    """Reject an unknown dotted key with the list of keys allowed at that level."""
+    model: type[Section] = Config
+    walked: list[str] = []
+    for part in key.split("."):
+        fields = model.model_fields
+        if part not in fields:
+            where = ".".join(walked) or "the top level"
+            raise ConfigError(
+                f"unknown config key {key!r}: allowed at {where}: {', '.join(fields)}"
+            )
+        walked.append(part)
+        section = _section_of(fields[part].annotation)
+        if section is None:
+            if len(walked) < len(key.split(".")):
+                raise ConfigError(f"unknown config key {key!r}: {'.'.join(walked)} is a value")
+            return
+        model = section
+
+
+def _describe(exc: ValidationError) -> str:
+    """One line per problem: the dotted key, what is wrong, and the value given."""
+    lines = []
+    for err in exc.errors():
+        key = ".".join(str(p) for p in err["loc"]) or "(top level)"
+        if err["type"] == "extra_forbidden":
+            parent = err["loc"][:-1]
+            allowed = _allowed_keys(parent)
+            lines.append(f"unknown config key {key!r}: allowed: {', '.join(allowed)}")
+        else:
+            lines.append(f"invalid config {key}: {err['msg']} (got {err.get('input')!r})")
+    return "; ".join(lines)
+
+
+def _allowed_keys(loc: tuple[Any, ...]) -> list[str]:
+    model: type[Section] = Config
+    for part in loc:
+        field = model.model_fields.get(str(part))
+        section = _section_of(field.annotation) if field else None
+        if section is None:
+            break
+        model = section
+    return list(model.model_fields)

@@ -1,0 +1,1 @@
+"""Readers and writers: histories inputs, the persona bank, human reference data."""

@@ -1,0 +1,318 @@
+"""The persona bank: one folder, Parquet column groups joined on `persona_id`, and a manifest.
+
+Layout of a bank folder::
+
+    BANK/
+      manifest.json        provenance: config (masked), models, prompt hashes, counts, times
+      personas/            group "personas"   (mine)   persona_id, narrative, attributes, ...
+      quality/             group "quality"    (judge)  quality scores, kept, reject_reason
+      scores/              group "scores"     (score)  item responses and the five traits
+      embeddings/          group "embeddings" (embed)  embedding vector
+      failures/            rows that could not be processed: input id, stage, reason, attempts
+
+Why column groups: each stage appends its own columns as new part files, without rewriting what
+earlier stages wrote, and a resumed stage finds its finished rows by reading one small id column.
+Every part file is written under a temporary name and renamed into place, so a killed writer
+leaves no half-written part behind. Readers join the groups on `persona_id` (left join onto
+`personas`) and, should a row have been written twice (a retried task), keep its latest copy.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import uuid
+from collections.abc import Iterable
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.dataset as pds
+import pyarrow.parquet as pq
+
+from personagen import TRAITS
+from personagen.errors import PersonagenError
+
+KEY = "persona_id"
+MANIFEST = "manifest.json"
+
+ATTRIBUTES_TYPE = pa.struct(
+    [
+        ("age_range", pa.string()),
+        ("gender", pa.string()),
+        ("occupation", pa.string()),
+        ("location", pa.string()),
+        ("interests", pa.list_(pa.string())),
+        ("values", pa.list_(pa.string())),
+    ]
+)
+
+QUALITY_TYPE = pa.struct(
+    [
+        ("faithfulness", pa.float32()),
+        ("specificity", pa.float32()),
+        ("consistency", pa.float32()),
+        ("plausibility", pa.float32()),
+        ("overall", pa.float32()),
+        ("rationale", pa.string()),
+    ]
+)
+
+GROUPS: dict[str, pa.Schema] = {
+    "personas": pa.schema(
+        [
+            (KEY, pa.string()),
+            ("user_id", pa.string()),
+            ("window_id", pa.int32()),
+            ("narrative", pa.string()),
+            ("attributes", ATTRIBUTES_TYPE),
+            ("source_meta", pa.string()),
+            ("model", pa.string()),
+            ("prompt_version", pa.string()),
+        ]
+    ),
+    "quality": pa.schema(
+        [
+            (KEY, pa.string()),
+            ("quality", QUALITY_TYPE),
+            ("kept", pa.bool_()),
+            ("reject_reason", pa.string()),
+            ("duplicate_of", pa.string()),
+            ("judge_model", pa.string()),
+            ("judge_prompt_version", pa.string()),
+        ]
+    ),
+    "scores": pa.schema(
+        [
+            (KEY, pa.string()),
+            ("instrument", pa.string()),
+            ("answer_mode", pa.string()),
+            ("item_ids", pa.list_(pa.string())),
+            ("item_responses", pa.list_(pa.float32())),
+            ("item_entropy", pa.list_(pa.float32())),
+            *[(trait, pa.float64()) for trait in TRAITS],
+            ("score_flags", pa.list_(pa.string())),
+            ("score_model", pa.string()),
+            ("score_prompt_version", pa.string()),
+        ]
+    ),
+    "embeddings": pa.schema(
+        [
+            (KEY, pa.string()),
+            # A fixed-size list is written per part (dimension known); see `embedding_type`.
+            ("embedding", pa.list_(pa.float32())),
+            ("embed_model", pa.string()),
+        ]
+    ),
+}
+
+FAILURES_SCHEMA = pa.schema(
+    [
+        ("input_id", pa.string()),
+        ("stage", pa.string()),
+        ("reason", pa.string()),
+        ("attempts", pa.int32()),
+        ("time", pa.timestamp("ms", tz="UTC")),
+    ]
+)
+
+
+def embedding_type(dim: int) -> pa.DataType:
+    return pa.list_(pa.float32(), dim)
+
+
+def group_schema(group: str, embedding_dim: int | None = None) -> pa.Schema:
+    if group not in GROUPS:
+        raise PersonagenError(f"unknown bank group {group!r}; groups: {', '.join(GROUPS)}")
+    schema = GROUPS[group]
+    if group == "embeddings" and embedding_dim is not None:
+        schema = schema.set(
+            schema.get_field_index("embedding"),
+            pa.field("embedding", embedding_type(embedding_dim)),
+        )
+    return schema
+
+
+# ---------------------------------------------------------------------------------------------
+# Writing
+
+
+def write_part(folder: str | Path, table: pa.Table, prefix: str = "part") -> Path | None:
+    """Write `table` as one new Parquet file in `folder`, atomically (temp name, then rename)."""
+    if table.num_rows == 0:
+        return None
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    name = f"{prefix}-{datetime.now(timezone.utc):%Y%m%dT%H%M%S}-{uuid.uuid4().hex[:12]}.parquet"
+    tmp = folder / f".tmp-{name}"
+    pq.write_table(table, tmp, compression="zstd")
+    final = folder / name
+    os.replace(tmp, final)
+    return final
+
+
+def conform(table: pa.Table, schema: pa.Schema) -> pa.Table:
+    """Select and cast `table` to `schema`, failing with the names of missing columns."""
+    missing = [name for name in schema.names if name not in table.column_names]
+    if missing:
+        raise PersonagenError(f"table lacks bank columns: {', '.join(missing)}")
+    return table.select(schema.names).cast(schema)
+
+
+def write_group(bank: str | Path, group: str, table: pa.Table) -> Path | None:
+    """Append rows of one column group (e.g. the judge's `quality` columns) to the bank."""
+    dim = None
+    if group == "embeddings" and table.num_rows:
+        dim = len(table.column("embedding")[0])
+    return write_part(Path(bank) / group, conform(table, group_schema(group, dim)))
+
+
+def failure_rows(
+    input_ids: Iterable[str], stage: str, reasons: Iterable[str], attempts: Iterable[int]
+) -> pa.Table:
+    ids = list(input_ids)
+    now = datetime.now(timezone.utc)
+    return pa.table(
+        {
+            "input_id": pa.array(ids, pa.string()),
+            "stage": pa.array([stage] * len(ids), pa.string()),
+            "reason": pa.array(list(reasons), pa.string()),
+            "attempts": pa.array(list(attempts), pa.int32()),
+            "time": pa.array([now] * len(ids), pa.timestamp("ms", tz="UTC")),
+        },
+        schema=FAILURES_SCHEMA,
+    )
+
+
+def write_failures(bank: str | Path, table: pa.Table) -> Path | None:
+    return write_part(Path(bank) / "failures", conform(table, FAILURES_SCHEMA))
+
+
+# ---------------------------------------------------------------------------------------------
+# Reading
+
+
+def _dataset(folder: Path) -> pds.Dataset | None:
+    if not folder.is_dir():
+        return None
+    files = sorted(str(p) for p in folder.glob("*.parquet") if not p.name.startswith("."))
+    if not files:
+        return None
+    return pds.dataset(files, format="parquet")
+
+
+def _latest_per_key(table: pa.Table, key: str) -> pa.Table:
+    """Keep the last row of each key (part files are read in write order)."""
+    if table.num_rows == 0:
+        return table
+    order = pa.array(np.arange(table.num_rows))
+    last = (
+        pa.table({key: table.column(key), "_row": order})
+        .group_by(key, use_threads=False)
+        .aggregate([("_row", "max")])
+        .column("_row_max")
+    )
+    if len(last) == table.num_rows:
+        return table
+    return table.take(pc.sort_indices(last))
+
+
+def read_group(bank: str | Path, group: str, columns: list[str] | None = None) -> pa.Table:
+    """All rows of one column group, de-duplicated on `persona_id` (empty table if none yet)."""
+    schema = group_schema(group)
+    dataset = _dataset(Path(bank) / group)
+    wanted = columns if columns is None or KEY in columns else [KEY, *columns]
+    if dataset is None:
+        empty = schema.empty_table()
+        return empty if wanted is None else empty.select(wanted)
+    table = dataset.to_table(columns=wanted)
+    return _latest_per_key(table, KEY)
+
+
+def read_failures(bank: str | Path, stage: str | None = None) -> pa.Table:
+    dataset = _dataset(Path(bank) / "failures")
+    if dataset is None:
+        return FAILURES_SCHEMA.empty_table()
+    table = dataset.to_table()
+    if stage is not None:
+        table = table.filter(pc.equal(table.column("stage"), stage))
+    return table
+
+
+def done_ids(bank: str | Path, group: str, failed_stage: str | None = None) -> set[str]:
+    """Ids already written to `group` (plus ids recorded as failed in `failed_stage`)."""
+    ids = set(read_group(bank, group, [KEY]).column(KEY).to_pylist())
+    if failed_stage is not None:
+        ids.update(read_failures(bank, failed_stage).column("input_id").to_pylist())
+    return ids
+
+
+def read_bank(
+    bank: str | Path,
+    columns: list[str] | None = None,
+    groups: Iterable[str] | None = None,
+) -> pa.Table:
+    """The bank as one table: `personas` left-joined with the other groups on `persona_id`.
+
+    Rows a later stage has not reached yet get nulls in that stage's columns.
+    """
+    bank = Path(bank)
+    if not bank.is_dir():
+        raise PersonagenError(f"no persona bank at {bank}")
+    wanted_groups = list(groups) if groups is not None else list(GROUPS)
+    base = read_group(bank, "personas")
+    for group in wanted_groups:
+        if group == "personas":
+            continue
+        other = read_group(bank, group)
+        base = _left_join(base, other)
+    if columns is not None:
+        unknown = [c for c in columns if c not in base.column_names]
+        if unknown:
+            raise PersonagenError(
+                f"bank {bank} has no columns {', '.join(unknown)} "
+                f"(has: {', '.join(base.column_names)})"
+            )
+        base = base.select(columns)
+    return base
+
+
+def _left_join(base: pa.Table, other: pa.Table) -> pa.Table:
+    """Left join on KEY by index (works for list/struct columns, which hash joins may not)."""
+    positions = pc.index_in(base.column(KEY), value_set=other.column(KEY))
+    for name in other.column_names:
+        if name == KEY:
+            continue
+        base = base.append_column(other.schema.field(name), other.column(name).take(positions))
+    return base
+
+
+# ---------------------------------------------------------------------------------------------
+# Manifest
+
+
+def read_manifest(bank: str | Path) -> dict[str, Any]:
+    path = Path(bank) / MANIFEST
+    if not path.exists():
+        return {}
+    return json.loads(path.read_text(encoding="utf-8"))
+
+
+def update_manifest(bank: str | Path, **sections: Any) -> dict[str, Any]:
+    """Merge top-level sections into manifest.json (atomic replace); returns the new manifest."""
+    bank = Path(bank)
+    bank.mkdir(parents=True, exist_ok=True)
+    manifest = read_manifest(bank)
+    manifest.setdefault("format", "personagen-bank/1")
+    for name, value in sections.items():
+        if isinstance(value, dict) and isinstance(manifest.get(name), dict):
+            manifest[name] = {**manifest[name], **value}
+        else:
+            manifest[name] = value
+    tmp = bank / f".{MANIFEST}.{uuid.uuid4().hex[:8]}"
+    tmp.write_text(json.dumps(manifest, indent=2, sort_keys=True, default=str), encoding="utf-8")
+    os.replace(tmp, bank / MANIFEST)
+    return manifest

@@ -1,0 +1,219 @@
+"""History inputs: format detection, per-file readers, and the histories table schema.
+
+Every reader turns one input file into `FileRead`: user records (one per user, posts in
+chronological order, metadata as plain values) or post records (one per post, to be grouped by
+user), plus per-line errors. A file that cannot be read at all raises; the ingest stage records it.
+
+Input formats:
+- `blogs-xml`: a Blog Authorship Corpus folder (see `personagen.io.blogs`).
+- `jsonl`:   one JSON object per line, either one row per post (`user_id`, `text`, optional `date`)
+             or one row per user (`user_id`, `posts`: list of {date, text} or of strings).
+- `parquet`: the same two shapes as Parquet.
+Other columns are carried through as metadata. In generic inputs their values are stored as
+strings, so that files whose columns have different types still concatenate.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from personagen.errors import PersonagenError
+from personagen.io.blogs import chronological, clean_post_text, read_blog_file
+
+FORMATS = ("blogs-xml", "jsonl", "parquet")
+_EXTENSIONS = {".xml": "blogs-xml", ".jsonl": "jsonl", ".json": "jsonl", ".parquet": "parquet"}
+
+POST_TYPE = pa.struct([("date", pa.string()), ("text", pa.string())])
+
+HISTORY_COLUMNS = pa.schema(
+    [
+        ("history_id", pa.string()),
+        ("user_id", pa.string()),
+        ("window_id", pa.int32()),
+        ("posts", pa.list_(POST_TYPE)),
+        ("n_posts", pa.int32()),
+        ("n_tokens", pa.int32()),
+        ("source", pa.string()),
+    ]
+)
+"""Fixed columns of a histories table; metadata columns follow them."""
+
+BLOG_METADATA = pa.schema(
+    [("gender", pa.string()), ("age", pa.int32()), ("industry", pa.string()), ("sign", pa.string())]
+)
+
+
+def history_id(user_id: str, window_id: int) -> str:
+    """The id a history row (and the persona mined from it) is known by everywhere."""
+    return f"{user_id}/{window_id}"
+
+
+@dataclass
+class FileRead:
+    """What one input file yielded."""
+
+    users: list[dict[str, Any]] = field(default_factory=list)
+    posts: list[dict[str, Any]] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)
+    encoding: str = "utf-8"
+
+
+def detect_format(paths: list[Path]) -> str:
+    kinds = {_EXTENSIONS.get(p.suffix.lower()) for p in paths}
+    kinds.discard(None)
+    if len(kinds) != 1:
+        found = ", ".join(sorted(k for k in kinds if k)) or "none"
+        raise PersonagenError(
+            f"cannot tell the input format (found: {found}); pass --format {'|'.join(FORMATS)}"
+        )
+    return kinds.pop()  # type: ignore[return-value]
+
+
+def list_inputs(src: str | Path, fmt: str) -> list[Path]:
+    """Input files under `src` (a file or a folder, searched recursively), sorted."""
+    src = Path(src)
+    if not src.exists():
+        raise PersonagenError(f"input not found: {src}")
+    if src.is_file():
+        return [src]
+    suffixes = (
+        {ext for ext, kind in _EXTENSIONS.items() if kind == fmt}
+        if fmt != "auto"
+        else set(_EXTENSIONS)
+    )
+    files = sorted(p for p in src.rglob("*") if p.is_file() and p.suffix.lower() in suffixes)
+    if not files:
+        raise PersonagenError(f"no input files ({', '.join(sorted(suffixes))}) under {src}")
+    return files
+
+
+# ----------------------------------------------------------------------------------- readers
+
+
+def read_file(path: Path, fmt: str) -> FileRead:
+    if fmt == "blogs-xml":
+        blog = read_blog_file(path)
+        user = {
+            "user_id": blog.user_id,
+            "posts": blog.posts,
+            "n_posts_raw": blog.n_posts_raw,
+            "n_empty": blog.n_empty,
+            "meta": {
+                "gender": blog.gender,
+                "age": blog.age,
+                "industry": blog.industry,
+                "sign": blog.sign,
+            },
+        }
+        return FileRead(users=[user], encoding=blog.encoding)
+    if fmt == "jsonl":
+        return _read_jsonl(path)
+    if fmt == "parquet":
+        return _records_to_read(pq.read_table(path).to_pylist(), f"{path}")
+    raise PersonagenError(f"unknown format {fmt!r}; formats: {', '.join(FORMATS)}")
+
+
+def _read_jsonl(path: Path) -> FileRead:
+    raw = path.read_bytes()
+    if b"\x00" in raw[:4096]:
+        raise PersonagenError("binary content (NUL bytes), not JSON lines")
+    from personagen.io.blogs import decode_bytes
+
+    text, encoding = decode_bytes(raw)
+    records, errors = [], []
+    for number, line in enumerate(text.split("\n"), start=1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as exc:
+            errors.append(f"{path}:{number}: malformed JSON ({exc.msg})")
+            continue
+        if not isinstance(record, dict):
+            errors.append(f"{path}:{number}: expected a JSON object, got {type(record).__name__}")
+            continue
+        record["_line"] = number
+        records.append(record)
+    read = _records_to_read(records, str(path))
+    read.errors[:0] = errors
+    read.encoding = encoding
+    return read
+
+
+def _records_to_read(records: list[dict[str, Any]], where: str) -> FileRead:
+    read = FileRead()
+    for record in records:
+        line = record.pop("_line", None)
+        place = f"{where}:{line}" if line else where
+        user_id = record.pop("user_id", None)
+        if user_id is None or str(user_id).strip() == "":
+            read.errors.append(f"{place}: missing user_id")
+            continue
+        if "posts" in record:
+            try:
+                read.users.append(_user_record(str(user_id), record))
+            except ValueError as exc:
+                read.errors.append(f"{place}: {exc}")
+        elif "text" in record:
+            text = record.pop("text")
+            post_date = record.pop("date", None)
+            read.posts.append(
+                {
+                    "user_id": str(user_id),
+                    "date": _str_or_none(post_date),
+                    "text": "" if text is None else str(text),
+                    "meta": _meta(record),
+                }
+            )
+        else:
+            read.errors.append(f"{place}: row has neither 'posts' nor 'text'")
+    return read
+
+
+def _user_record(user_id: str, record: dict[str, Any]) -> dict[str, Any]:
+    raw_posts = record.pop("posts")
+    if not isinstance(raw_posts, list):
+        raise ValueError(f"'posts' must be a list, got {type(raw_posts).__name__}")
+    posts = []
+    for item in raw_posts:
+        if isinstance(item, str):
+            posts.append({"date": None, "text": item})
+        elif isinstance(item, dict):
+            posts.append(
+                {"date": _str_or_none(item.get("date")), "text": str(item.get("text") or "")}
+            )
+        else:
+            raise ValueError(f"a post must be a string or an object, got {type(item).__name__}")
+    return assemble_user(user_id, posts, _meta(record))
+
+
+def assemble_user(
+    user_id: str, posts: list[dict[str, Any]], meta: dict[str, Any]
+) -> dict[str, Any]:
+    """Clean post texts, drop empty ones (counted), order by date."""
+    cleaned = [{"date": p["date"], "text": clean_post_text(p["text"] or "")} for p in posts]
+    kept = [p for p in cleaned if p["text"]]
+    return {
+        "user_id": user_id,
+        "posts": chronological(kept),
+        "n_posts_raw": len(posts),
+        "n_empty": len(posts) - len(kept),
+        "meta": meta,
+    }
+
+
+def _str_or_none(value: Any) -> str | None:
+    return None if value is None else str(value)
+
+
+def _meta(record: dict[str, Any]) -> dict[str, Any]:
+    return {
+        key: (value if isinstance(value, str) or value is None else json.dumps(value, default=str))
+        for key, value in record.items()
+    }
