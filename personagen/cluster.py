@@ -21,8 +21,10 @@ def init_ray(cfg: RayConfig) -> None:
         log.info("connecting to Ray cluster at %s", address)
         ray.init(address=address, log_to_driver=True)
     else:
+        store = cfg.object_store_mb * 2**20 if cfg.object_store_mb else None
         ray.init(
             num_cpus=cfg.num_cpus,
+            object_store_memory=store,
             include_dashboard=False,
             log_to_driver=True,
             configure_logging=False,

@@ -49,6 +49,9 @@ class RayConfig(Section):
         None, description="Ray cluster address; unset = RAY_ADDRESS or a local Ray instance"
     )
     num_cpus: int | None = Field(None, ge=1, description="CPUs for a local Ray instance")
+    object_store_mb: int | None = Field(
+        None, ge=64, description="object store of a local Ray instance (default: Ray's choice)"
+    )
 
 
 class RedactConfig(Section):
