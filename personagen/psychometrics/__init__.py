@@ -1,0 +1,1 @@
+"""Personality inventories: item banks, keys, scoring, reliability."""
