@@ -124,7 +124,12 @@ def common_options(
 
 
 @click.group(
-    cls=_Group, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100}
+    cls=_Group,
+    context_settings={
+        "help_option_names": ["-h", "--help"],
+        "terminal_width": 100,
+        "max_content_width": 100,
+    },
 )
 @click.version_option(__version__, "--version", prog_name="personagen")
 def cli() -> None:

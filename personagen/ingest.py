@@ -291,7 +291,7 @@ def ingest(src: str | Path, out: str | Path, cfg: Config, fmt: str | None = None
     ds = ray.data.from_items([{"path": str(p)} for p in files], override_num_blocks=blocks)
     ds = ds.map_batches(read_files, fn_kwargs={"fmt": fmt}, batch_format="numpy", batch_size=None)
     if fmt != "blogs-xml":
-        ds = _group_post_rows(ds)
+        ds = _group_post_rows(ds, partitions=blocks)
     ds = ds.map_batches(
         prepare_users, fn_kwargs={"cfg": cfg.ingest}, batch_format="numpy", batch_size=None
     )
@@ -312,9 +312,10 @@ def ingest(src: str | Path, out: str | Path, cfg: Config, fmt: str | None = None
     return summary
 
 
-def _group_post_rows(ds: Any) -> Any:
+def _group_post_rows(ds: Any, partitions: int) -> Any:
     """Posts of one user may sit in several files: group them (one shuffle, one read)."""
-    return ds.groupby("user_id").map_groups(group_posts, batch_format="numpy")
+    grouped = ds.groupby("user_id", num_partitions=partitions)
+    return grouped.map_groups(group_posts, batch_format="numpy")
 
 
 def _write_reports(out: Path, summary: IngestSummary, cfg: Config) -> None:

@@ -36,6 +36,8 @@ class CountingPartSink(Datasink[dict[str, Any]]):
         tables = []
         for block in blocks:
             table = BlockAccessor.for_block(block).to_arrow()
+            if table.num_rows == 0:
+                continue  # e.g. empty partitions of a shuffle, which carry no columns
             rows, block_counts, block_records = self.split(table)
             counts.update(block_counts)
             records.extend(block_records)

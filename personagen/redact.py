@@ -1,7 +1,8 @@
 """PII redaction: emails, phone numbers, URLs and @handles become typed placeholders.
 
 Applied at ingest, before any text can reach an LLM. Patterns are deliberately conservative on
-phone numbers (7+ digits in a phone-like layout) so dates, years, prices and counts survive.
+phone numbers (groups of digits ending in a 4-digit group, e.g. 555-123-4567, (202) 452-6979,
++44 (0) 20 8329 0045) so dates, years, prices, scores and lists of numbers survive.
 """
 
 from __future__ import annotations
@@ -28,8 +29,8 @@ PATTERNS: dict[str, re.Pattern[str]] = {
     "phone": re.compile(
         r"(?<![\w/.-])"
         r"(?:\+\d{1,3}[\s.-]?)?"
-        r"(?:\(\d{2,4}\)\s?|\d{2,4}[\s.-])"
-        r"\d{3,4}[\s.-]\d{3,4}"
+        r"(?:\(\d{1,4}\)\s?)*(?:\d{2,4}[\s.-])?"
+        r"\d{3,4}[\s.-]\d{4}"
         r"(?![\w/-])"
     ),
     "handle": re.compile(r"(?<![\w@.])@[A-Za-z_][A-Za-z0-9_]{1,30}\b"),

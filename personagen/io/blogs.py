@@ -7,10 +7,16 @@ tokenizer rather than an XML parser.
 
 Encoding: a file is decoded as UTF-8; bytes that are not valid UTF-8 are decoded one by one as
 cp1252 (latin-1 for the five bytes cp1252 leaves undefined). Per-byte fallback keeps the valid
-UTF-8 in files that mix both, which a per-file fallback would turn into mojibake. C1 control
+UTF-8 in files that mix both, which a per-file fallback would turn into mojibake. A UTF-8
+sequence cut short (lead byte and continuation bytes, then garbage, e.g. `\xe2\x80?` where the
+corpus lost a closing quote) is dropped rather than shown as `â€`. C1 control
 characters (U+0080-U+009F) that survive decoding are cp1252 punctuation decoded as latin-1
 upstream; in this corpus U+0085 is the cp1252 ellipsis mid-sentence ("again\\x85why am I"), never a
-line end, so C1 characters are mapped back to their cp1252 meaning.
+line end, so C1 characters are mapped back to their cp1252 meaning. C0 control characters other
+than tab and line ends (NUL runs from pasted binaries) are dropped.
+
+Known limit: text in another multi-byte encoding (one post of the corpus is Shift-JIS Japanese)
+is not detected and comes out as cp1252 characters.
 """
 
 from __future__ import annotations
@@ -41,13 +47,18 @@ def _utf8_cp1252_fallback(exc: UnicodeError) -> tuple[str, int]:
     if not isinstance(exc, UnicodeDecodeError):
         raise exc
     bad = exc.object[exc.start : exc.end]
+    if len(bad) >= 2 and 0xC2 <= bad[0] <= 0xF4 and all(0x80 <= b <= 0xBF for b in bad[1:]):
+        return "", exc.end  # a UTF-8 sequence cut short upstream: damage, not cp1252 text
     return "".join(_CP1252_FALLBACK[b] for b in bad), exc.end
 
 
 codecs.register_error("personagen-cp1252", _utf8_cp1252_fallback)
 
-_C1_TO_CP1252 = {chr(b): _CP1252_FALLBACK[b] for b in range(0x80, 0xA0)}
-_C1_PATTERN = re.compile("[\u0080-\u009f]")
+_CONTROL_TABLE = {
+    **{b: None for b in (*range(0x00, 0x09), 0x0B, 0x0C, *range(0x0E, 0x20), 0x7F)},
+    **{b: _CP1252_FALLBACK[b] for b in range(0x80, 0xA0)},
+}
+"""C0 control characters (NULs of pasted binaries) are dropped; C1 ones become cp1252 text."""
 
 
 def decode_bytes(raw: bytes) -> tuple[str, str]:
@@ -58,7 +69,7 @@ def decode_bytes(raw: bytes) -> tuple[str, str]:
         text, label = raw.decode("utf-8", errors="personagen-cp1252"), "utf-8+cp1252"
     if text.startswith("\ufeff"):
         text = text[1:]
-    text = _C1_PATTERN.sub(lambda m: _C1_TO_CP1252[m.group()], text)
+    text = text.translate(_CONTROL_TABLE)
     text = text.replace("\r\n", "\n").replace("\r", "\n").replace("\u2028", "\n")
     return text, label
 

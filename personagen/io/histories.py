@@ -1,8 +1,9 @@
 """History inputs: format detection, per-file readers, and the histories table schema.
 
-Every reader turns one input file into `FileRead`: user records (one per user, posts in
-chronological order, metadata as plain values) or post records (one per post, to be grouped by
-user), plus per-line errors. A file that cannot be read at all raises; the ingest stage records it.
+Every reader turns one input file into `FileRead`: user records (blogs: one per file, posts in
+chronological order, metadata as plain values) or post records (generic inputs: one per post,
+grouped by user in the ingest), plus per-line errors. A file that cannot be read at all
+raises; the ingest stage records it.
 
 Input formats:
 - `blogs-xml`: a Blog Authorship Corpus folder (see `personagen.io.blogs`).
@@ -147,6 +148,8 @@ def _read_jsonl(path: Path) -> FileRead:
 
 
 def _records_to_read(records: list[dict[str, Any]], where: str) -> FileRead:
+    """Rows of either shape -> post records; the ingest groups them by user afterwards, so a
+    user's posts may come from several files and from both shapes."""
     read = FileRead()
     for record in records:
         line = record.pop("_line", None)
@@ -157,40 +160,39 @@ def _records_to_read(records: list[dict[str, Any]], where: str) -> FileRead:
             continue
         if "posts" in record:
             try:
-                read.users.append(_user_record(str(user_id), record))
+                posts = _user_posts(record.pop("posts"))
             except ValueError as exc:
                 read.errors.append(f"{place}: {exc}")
+                continue
         elif "text" in record:
             text = record.pop("text")
-            post_date = record.pop("date", None)
-            read.posts.append(
-                {
-                    "user_id": str(user_id),
-                    "date": _str_or_none(post_date),
-                    "text": "" if text is None else str(text),
-                    "meta": _meta(record),
-                }
-            )
+            posts = [{"date": _str_or_none(record.pop("date", None)), "text": text}]
         else:
             read.errors.append(f"{place}: row has neither 'posts' nor 'text'")
+            continue
+        meta = _meta(record)
+        for post in posts:
+            text = "" if post["text"] is None else str(post["text"])
+            read.posts.append(
+                {"user_id": str(user_id), "date": post["date"], "text": text, "meta": meta}
+            )
     return read
 
 
-def _user_record(user_id: str, record: dict[str, Any]) -> dict[str, Any]:
-    raw_posts = record.pop("posts")
+def _user_posts(raw_posts: Any) -> list[dict[str, Any]]:
     if not isinstance(raw_posts, list):
         raise ValueError(f"'posts' must be a list, got {type(raw_posts).__name__}")
+    if not raw_posts:
+        raise ValueError("'posts' is empty")
     posts = []
     for item in raw_posts:
         if isinstance(item, str):
             posts.append({"date": None, "text": item})
         elif isinstance(item, dict):
-            posts.append(
-                {"date": _str_or_none(item.get("date")), "text": str(item.get("text") or "")}
-            )
+            posts.append({"date": _str_or_none(item.get("date")), "text": item.get("text")})
         else:
             raise ValueError(f"a post must be a string or an object, got {type(item).__name__}")
-    return assemble_user(user_id, posts, _meta(record))
+    return posts
 
 
 def assemble_user(
