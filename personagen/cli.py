@@ -177,5 +177,28 @@ def ingest_command(cfg: Config, src: str, fmt: str | None, out: str) -> None:
         click.echo(f"{len(summary.errors)} problems recorded in {Path(out) / 'errors.jsonl'}")
 
 
+# ------------------------------------------------------------------------------------- demo
+
+
+@cli.command("demo")
+@common_options(out=True)
+def demo_command(cfg: Config, out: str | None) -> None:
+    """Run the pipeline on the embedded defaults and the bundled example histories."""
+    from personagen.demo import run_demo
+    from personagen.ingest import SUMMARY_ROWS
+    from personagen.summary import print_counts
+
+    folder = Path(out or "personagen-demo")
+    summary = run_demo(cfg, folder)
+    print_counts(
+        "demo: ingest of the example histories", summary.counts, SUMMARY_ROWS, summary.wall_s
+    )
+    click.echo(f"histories: {folder / 'histories'}")
+    click.echo(
+        "this version runs the ingest stage only; mining, judging, scoring and "
+        "alignment are added as they land"
+    )
+
+
 def main() -> None:
     cli(prog_name="personagen")

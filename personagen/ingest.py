@@ -244,7 +244,8 @@ class IngestSummary:
         return {
             "out": self.out,
             "wall_s": round(self.wall_s, 3),
-            "counts": dict(sorted(self.counts.items())),
+            "counts": {key: self.counts[key] for _, key in SUMMARY_ROWS}
+            | dict(sorted(self.counts.items())),
             "errors": len(self.errors),
         }
 
