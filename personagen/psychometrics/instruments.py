@@ -161,11 +161,10 @@ def _item_label(index: int, data: Any) -> str:
 
 def _describe_error(err: Mapping[str, Any], data: Any) -> str:
     loc = list(err["loc"])
-    where = ""
+    parts = [str(part) for part in loc]
     if len(loc) >= 2 and loc[0] == "items" and isinstance(loc[1], int):
-        where = _item_label(loc[1], data)
-        loc = loc[2:]
-    where += "".join(f".{part}" if where else str(part) for part in loc) or "(top level)"
+        parts = [_item_label(loc[1], data), *parts[2:]]
+    where = ".".join(parts) or "(top level)"
     if err["type"] == "extra_forbidden":
         return f"{where}: unknown field"
     return f"{where}: {err['msg'].lower()} (got {err.get('input')!r})"
