@@ -89,7 +89,10 @@ def human_correlations(path: str | Path, keying: Keying = "auto") -> Correlation
     """Trait correlations of human IPIP-50 respondents (a BIG5 or IPIP-FFM response file)."""
     scores = trait_scores(read_ipip50_responses(path, keying), IPIP_50)
     n = int(np.sum(~np.isnan(scores).any(axis=1)))
-    return CorrelationReference(trait_correlations(scores), f"{Path(path).name} ({n:,} people)")
+    path = Path(path)
+    return CorrelationReference(
+        trait_correlations(scores), f"{path.parent.name}/{path.name} ({n:,} people)"
+    )
 
 
 def instrument_reliability(responses: np.ndarray, instrument: Instrument) -> dict[str, Any]:
