@@ -87,9 +87,11 @@ def test_identical_items_have_alpha_one(column, k):
 
 @settings(max_examples=50, deadline=None)
 @given(likert)
-def test_corrected_item_total_is_item_against_the_rest(x):
+def test_item_statistics_agree_with_their_definitions(x):
     r = corrected_item_total(x)
+    dropped = alpha_if_deleted(x)
     for j in range(x.shape[1]):
+        np.testing.assert_allclose(dropped[j], cronbach_alpha(np.delete(x, j, axis=1)), atol=1e-9)
         item, rest = x[:, j], x.sum(axis=1) - x[:, j]
         if np.ptp(item) == 0 or np.ptp(rest) == 0:
             assert np.isnan(r[j])

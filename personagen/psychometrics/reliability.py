@@ -27,49 +27,65 @@ from personagen.psychometrics.human import Keying, read_ipip50_responses
 from personagen.psychometrics.instruments import BUILTIN, IPIP_50, Instrument
 from personagen.psychometrics.scoring import align_responses, keyed_responses, trait_scores
 
+_EPS = 1e-12
+"""Variances below this (relative to the items') count as zero: rounding, not spread."""
 
-def _complete_rows(items: np.ndarray) -> np.ndarray:
-    items = np.asarray(items, dtype=np.float64)
-    return items[~np.isnan(items).any(axis=1)]
+
+def _covariance(items: np.ndarray) -> np.ndarray | None:
+    """Item covariance matrix over the rows answering every item (None with fewer than 2)."""
+    x = np.asarray(items, dtype=np.float64)
+    x = x[~np.isnan(x).any(axis=1)]
+    if x.shape[0] < 2:
+        return None
+    return np.atleast_2d(np.cov(x, rowvar=False))
+
+
+def _alpha_from_cov(k: int, item_var: np.ndarray, total_var: np.ndarray) -> np.ndarray:
+    """k/(k-1) * (1 - sum of item variances / variance of the total); NaN where undefined."""
+    item_var, total_var = np.asarray(item_var, float), np.asarray(total_var, float)
+    if k < 2:
+        return np.full(total_var.shape, np.nan)
+    defined = total_var > _EPS * np.maximum(item_var, 1.0)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(defined, k / (k - 1) * (1 - item_var / total_var), np.nan)
+
+
+def item_analysis(items: np.ndarray) -> tuple[float, np.ndarray, np.ndarray]:
+    """(n, k) keyed answers to the k items of one trait, on the rows answering all items ->
+    (Cronbach's alpha, corrected item-total r per item, alpha if each item is deleted).
+
+    All three come from one item covariance matrix C: alpha = k/(k-1) * (1 - tr C / sum C); an
+    item's covariance with the rest is its row sum minus its variance. NaN where undefined
+    (fewer than 2 items or rows, a constant total, a constant item).
+    """
+    k = np.shape(items)[1]
+    cov = _covariance(items)
+    if cov is None:
+        return math.nan, np.full(k, np.nan), np.full(k, np.nan)
+    var = np.diag(cov)
+    row_sums = cov.sum(axis=1)
+    rest_var = cov.sum() - 2 * row_sums + var
+    with np.errstate(invalid="ignore", divide="ignore"):
+        item_total = (row_sums - var) / np.sqrt(var * rest_var)
+    floor = _EPS * max(float(np.trace(cov)), 1.0)
+    item_total = np.where((var > floor) & (rest_var > floor), item_total, np.nan)
+    alpha = float(_alpha_from_cov(k, np.trace(cov), cov.sum()))
+    return alpha, item_total, _alpha_from_cov(k - 1, np.trace(cov) - var, rest_var)
 
 
 def cronbach_alpha(items: np.ndarray) -> float:
-    """(n, k) keyed answers to the k items of one trait -> alpha, on the rows answering all.
-
-    alpha = k/(k-1) * (1 - sum of item variances / variance of the total); NaN when it is
-    undefined (fewer than 2 items or rows, or a constant total).
-    """
-    x = _complete_rows(items)
-    n, k = x.shape
-    if k < 2 or n < 2:
-        return math.nan
-    total_var = x.sum(axis=1).var(ddof=1)
-    if total_var == 0:
-        return math.nan
-    return float(k / (k - 1) * (1 - x.var(axis=0, ddof=1).sum() / total_var))
-
-
-def _column_correlations(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """Pearson r of each column of `a` with the same column of `b` (NaN where one is constant)."""
-    a = a - a.mean(axis=0)
-    b = b - b.mean(axis=0)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return (a * b).sum(axis=0) / np.sqrt((a * a).sum(axis=0) * (b * b).sum(axis=0))
+    """Alpha of one trait's (n, k) keyed answers (rows answering all items); see `item_analysis`."""
+    return item_analysis(items)[0]
 
 
 def corrected_item_total(items: np.ndarray) -> np.ndarray:
-    """Each item's correlation with the sum of the trait's other items (rows answering all)."""
-    x = _complete_rows(items)
-    if x.shape[0] < 2:
-        return np.full(x.shape[1], np.nan)
-    rest = x.sum(axis=1, keepdims=True) - x
-    return _column_correlations(x, rest)
+    """Each item's correlation with the sum of the trait's other items; see `item_analysis`."""
+    return item_analysis(items)[1]
 
 
 def alpha_if_deleted(items: np.ndarray) -> np.ndarray:
     """Alpha without each item in turn (an item whose removal raises alpha is a weak one)."""
-    x = _complete_rows(items)
-    return np.array([cronbach_alpha(np.delete(x, j, axis=1)) for j in range(x.shape[1])])
+    return item_analysis(items)[2]
 
 
 def trait_correlations(scores: np.ndarray) -> np.ndarray:
@@ -105,12 +121,13 @@ def instrument_reliability(responses: np.ndarray, instrument: Instrument) -> dic
         cols = traits == trait
         block = keyed[:, cols]
         names = ids[cols].tolist()
+        alpha, item_total, dropped = item_analysis(block)
         out[trait] = {
-            "n": int(_complete_rows(block).shape[0]),
+            "n": int((~np.isnan(block).any(axis=1)).sum()),
             "items": len(names),
-            "alpha": cronbach_alpha(block),
-            "item_total": dict(zip(names, corrected_item_total(block).tolist(), strict=True)),
-            "alpha_if_deleted": dict(zip(names, alpha_if_deleted(block).tolist(), strict=True)),
+            "alpha": alpha,
+            "item_total": dict(zip(names, item_total.tolist(), strict=True)),
+            "alpha_if_deleted": dict(zip(names, dropped.tolist(), strict=True)),
         }
     return out
 
