@@ -167,6 +167,8 @@ def _describe_error(err: Mapping[str, Any], data: Any) -> str:
     where = ".".join(parts) or "(top level)"
     if err["type"] == "extra_forbidden":
         return f"{where}: unknown field"
+    if err["type"] == "missing":
+        return f"{where}: field required"
     return f"{where}: {err['msg'].lower()} (got {err.get('input')!r})"
 
 
