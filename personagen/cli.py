@@ -177,6 +177,55 @@ def ingest_command(cfg: Config, src: str, fmt: str | None, out: str) -> None:
         click.echo(f"{len(summary.errors)} problems recorded in {Path(out) / 'errors.jsonl'}")
 
 
+# ------------------------------------------------------------------------------ reliability
+
+
+@cli.command("reliability")
+@click.argument("bank", type=click.Path(exists=True, file_okay=False))
+@click.option(
+    "--instrument",
+    default=None,
+    help="Instrument id or YAML/JSON file (default: the one the bank was scored with).",
+)
+@click.option(
+    "--human",
+    type=click.Path(exists=True, dir_okay=False),
+    default=None,
+    help="Human IPIP-50 responses (BIG5 data.csv or an IPIP-FFM file) for reference correlations.",
+)
+@click.option(
+    "--json",
+    "json_path",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="Where to write the JSON report (default: BANK/reliability.json).",
+)
+@common_options()
+def reliability_command(
+    cfg: Config, bank: str, instrument: str | None, human: str | None, json_path: str | None
+) -> None:
+    """Reliability of a scored bank: Cronbach's alpha, item-total and trait correlations."""
+    import json
+
+    from personagen.psychometrics.instruments import get_instrument
+    from personagen.psychometrics.reliability import (
+        human_correlations,
+        print_reliability,
+        reliability_report,
+        to_json,
+    )
+
+    report = reliability_report(
+        bank,
+        get_instrument(instrument) if instrument else None,
+        human_correlations(human) if human else None,
+    )
+    print_reliability(report)
+    path = Path(json_path) if json_path else Path(bank) / "reliability.json"
+    path.write_text(json.dumps(to_json(report), indent=2), encoding="utf-8")
+    click.echo(f"report written to {path}")
+
+
 # ------------------------------------------------------------------------------------- demo
 
 

@@ -78,11 +78,36 @@ class IngestConfig(Section):
     window: WindowConfig = Field(default_factory=WindowConfig)
 
 
+class ScoreConfig(Section):
+    """Psychometric scoring: the inventory, how answers are obtained, and the quality flags."""
+
+    instrument: str = Field(
+        "ipip-50", description="built-in instrument id or a path to a YAML/JSON instrument file"
+    )
+    mode: Literal["auto", "logprob", "text", "batch"] = Field(
+        "auto",
+        description="auto = logprob where the endpoint returns top_logprobs, otherwise text",
+    )
+    min_items_per_trait: int = Field(
+        8, ge=1, description="fewer answered items -> trait left empty, persona flagged"
+    )
+    acquiescence_max: float = Field(
+        1.0,
+        gt=0,
+        description="flag when balanced mean agreement departs from the midpoint by this much "
+        "(1-5 units)",
+    )
+    min_response_sd: float = Field(
+        0.5, ge=0, description="flag when the answers' standard deviation is below (1-5 units)"
+    )
+
+
 class Config(Section):
     seed: int = Field(0, description="seed of every random choice (sampling, shuffles)")
     ray: RayConfig = Field(default_factory=RayConfig)
     llm: LLMConfig = Field(default_factory=LLMConfig)
     ingest: IngestConfig = Field(default_factory=IngestConfig)
+    score: ScoreConfig = Field(default_factory=ScoreConfig)
 
     def masked(self) -> dict[str, Any]:
         """The configuration as plain data, safe to print or to store in a manifest."""

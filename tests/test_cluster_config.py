@@ -42,5 +42,11 @@ def test_an_invalid_config_is_rejected():
     schema_path = Path(ray.__file__).parent / "autoscaler" / "ray-schema.json"
     schema = json.loads(schema_path.read_text())
     with pytest.raises(jsonschema.ValidationError):
-        jsonschema.validate({"cluster_name": "x", "provider": {"type": "aws"},
-                             "available_node_types": {"w": {"node_config": {}}}}, schema)
+        jsonschema.validate(
+            {
+                "cluster_name": "x",
+                "provider": {"type": "aws"},
+                "available_node_types": {"w": {"node_config": {}}},
+            },
+            schema,
+        )

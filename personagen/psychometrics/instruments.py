@@ -1,14 +1,41 @@
-"""Inventories as data: items with their trait and keying, the response scale, the source.
+"""Inventories as data: items with their trait, keying and facet, the response scale, the source.
 
-Built in: the IPIP 50-item Big-Five Factor Markers (Goldberg 1992; ipip.ori.org, public domain),
-the instrument of the human reference data. Item ids follow the Open-Source Psychometrics BIG5
-file (`E1..E10 N1..N10 A1..A10 C1..C10 O1..O10`); `IPIP_FFM_COLUMNS` maps the IPIP-FFM file's
-names (`EXT1..OPN10`, where `EST` items are keyed toward neuroticism) onto them.
+Built in (package data in `data/`, same format as a custom file, sources in `data/README.md`):
+
+- `ipip-50`: the IPIP 50-item Big-Five Factor Markers (Goldberg 1992; public domain), the
+  instrument of the human reference data. Item ids follow the Open-Source Psychometrics BIG5 file
+  (`E1..E10 N1..N10 A1..A10 C1..C10 O1..O10`); `IPIP_FFM_COLUMNS` maps the IPIP-FFM file's names
+  (`EXT1..OPN10`, where `EST` items are keyed toward neuroticism) onto them.
+- `ipip-neo-120` (Johnson 2014) and `ipip-neo-300` (Goldberg 1999), with their 30 facets; item
+  ids `I1..I120` / `I1..I300` as in Johnson's public response files.
+
+A custom instrument is a YAML or JSON file::
+
+    id: my-inventory
+    name: My inventory            # optional
+    source: who wrote the items   # optional
+    scale: {min: 1, max: 7, labels: [Strongly disagree, ..., Strongly agree]}  # one label a point
+    traits: [extraversion, neuroticism]   # optional, default: all five trait columns
+    items:
+      - {id: X1, text: "I am the life of the party.", trait: extraversion, keyed: "+"}
+      - {id: X2, text: "I keep in the background.", trait: extraversion, keyed: "-", facet: Warmth}
+
+Traits are the five trait columns of the bank (`personagen.TRAITS`), so that any instrument's
+scores land in the same columns; every listed trait needs at least one item.
 """
 
 from __future__ import annotations
 
+import json
+from collections import Counter
+from collections.abc import Mapping
 from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ConfigDict, ValidationError
 
 from personagen import TRAITS
 from personagen.errors import PersonagenError
@@ -21,6 +48,7 @@ class Item:
     trait: str
     keyed: int
     """+1 if agreeing means more of the trait, -1 if it means less (reverse-keyed)."""
+    facet: str | None = None
 
 
 @dataclass(frozen=True)
@@ -28,6 +56,14 @@ class Scale:
     min: int
     max: int
     labels: tuple[str, ...]
+
+    @property
+    def points(self) -> range:
+        return range(self.min, self.max + 1)
+
+    @property
+    def midpoint(self) -> float:
+        return (self.min + self.max) / 2
 
 
 @dataclass(frozen=True)
@@ -37,118 +73,182 @@ class Instrument:
     items: tuple[Item, ...]
     scale: Scale
     source: str
+    traits: tuple[str, ...] = TRAITS
+    """The traits it measures (a subset of `TRAITS`); the other trait columns stay empty."""
 
     def item_ids(self) -> list[str]:
         return [item.id for item in self.items]
 
+    def facets(self) -> list[str]:
+        """Facet names in order of first appearance (empty if the items carry none)."""
+        return list(dict.fromkeys(item.facet for item in self.items if item.facet))
 
-LIKERT_5 = Scale(
-    1,
-    5,
-    ("Disagree", "Slightly disagree", "Neutral", "Slightly agree", "Agree"),
-)
 
-_TRAIT_OF_LETTER = {t[0].upper(): t for t in TRAITS}
+# ---------------------------------------------------------------------------------------------
+# Reading and validating an instrument description
 
-_IPIP_50_TEXTS = {
-    "E": [
-        "I am the life of the party.",
-        "I don't talk a lot.",
-        "I feel comfortable around people.",
-        "I keep in the background.",
-        "I start conversations.",
-        "I have little to say.",
-        "I talk to a lot of different people at parties.",
-        "I don't like to draw attention to myself.",
-        "I don't mind being the center of attention.",
-        "I am quiet around strangers.",
-    ],
-    "N": [
-        "I get stressed out easily.",
-        "I am relaxed most of the time.",
-        "I worry about things.",
-        "I seldom feel blue.",
-        "I am easily disturbed.",
-        "I get upset easily.",
-        "I change my mood a lot.",
-        "I have frequent mood swings.",
-        "I get irritated easily.",
-        "I often feel blue.",
-    ],
-    "A": [
-        "I feel little concern for others.",
-        "I am interested in people.",
-        "I insult people.",
-        "I sympathize with others' feelings.",
-        "I am not interested in other people's problems.",
-        "I have a soft heart.",
-        "I am not really interested in others.",
-        "I take time out for others.",
-        "I feel others' emotions.",
-        "I make people feel at ease.",
-    ],
-    "C": [
-        "I am always prepared.",
-        "I leave my belongings around.",
-        "I pay attention to details.",
-        "I make a mess of things.",
-        "I get chores done right away.",
-        "I often forget to put things back in their proper place.",
-        "I like order.",
-        "I shirk my duties.",
-        "I follow a schedule.",
-        "I am exacting in my work.",
-    ],
-    "O": [
-        "I have a rich vocabulary.",
-        "I have difficulty understanding abstract ideas.",
-        "I have a vivid imagination.",
-        "I am not interested in abstract ideas.",
-        "I have excellent ideas.",
-        "I do not have a good imagination.",
-        "I am quick to understand things.",
-        "I use difficult words.",
-        "I spend time reflecting on things.",
-        "I am full of ideas.",
-    ],
-}
-_IPIP_50_REVERSED = {
-    "E2",
-    "E4",
-    "E6",
-    "E8",
-    "E10",
-    "N2",
-    "N4",
-    "A1",
-    "A3",
-    "A5",
-    "A7",
-    "C2",
-    "C4",
-    "C6",
-    "C8",
-    "O2",
-    "O4",
-    "O6",
-}
 
-IPIP_50 = Instrument(
-    id="ipip-50",
-    name="IPIP Big-Five Factor Markers, 50 items",
-    items=tuple(
-        Item(
-            id=f"{letter}{number}",
-            text=text,
-            trait=_TRAIT_OF_LETTER[letter],
-            keyed=-1 if f"{letter}{number}" in _IPIP_50_REVERSED else 1,
+class _Spec(BaseModel):
+    model_config = ConfigDict(extra="forbid", coerce_numbers_to_str=True)
+
+
+class _ScaleSpec(_Spec):
+    min: int
+    max: int
+    labels: list[str]
+
+
+class _ItemSpec(_Spec):
+    id: str
+    text: str
+    trait: str
+    keyed: str
+    facet: str | None = None
+
+
+class _InstrumentSpec(_Spec):
+    id: str
+    name: str = ""
+    source: str = ""
+    scale: _ScaleSpec
+    traits: list[str] = list(TRAITS)
+    items: list[_ItemSpec]
+
+
+_KEYED = {"+": 1, "+1": 1, "1": 1, "-": -1, "-1": -1, "−": -1}
+
+
+def instrument_from_dict(data: Any, where: str = "instrument") -> Instrument:
+    """Validate a parsed instrument description; every problem is named in one error line."""
+    if not isinstance(data, Mapping):
+        raise PersonagenError(
+            f"{where}: must be a mapping with id, scale, items (got {type(data).__name__})"
         )
-        for letter, texts in _IPIP_50_TEXTS.items()
-        for number, text in enumerate(texts, start=1)
-    ),
-    scale=LIKERT_5,
-    source="Goldberg (1992), IPIP Big-Five Factor Markers, ipip.ori.org (public domain)",
-)
+    try:
+        spec = _InstrumentSpec.model_validate(data)
+    except ValidationError as exc:
+        problems = [_describe_error(err, data) for err in exc.errors()]
+        raise PersonagenError(f"{where} is invalid: {'; '.join(problems)}") from None
+    problems = _semantic_problems(spec)
+    if problems:
+        raise PersonagenError(f"{where} is invalid: {'; '.join(problems)}")
+    traits = tuple(t.strip().lower() for t in spec.traits)
+    return Instrument(
+        id=spec.id,
+        name=spec.name or spec.id,
+        items=tuple(
+            Item(
+                id=item.id,
+                text=item.text.strip(),
+                trait=item.trait.strip().lower(),
+                keyed=_KEYED[item.keyed.strip()],
+                facet=item.facet,
+            )
+            for item in spec.items
+        ),
+        scale=Scale(spec.scale.min, spec.scale.max, tuple(spec.scale.labels)),
+        source=spec.source,
+        traits=traits,
+    )
+
+
+def _item_label(index: int, data: Any) -> str:
+    items = data.get("items") if isinstance(data, Mapping) else None
+    raw = items[index] if isinstance(items, list) and index < len(items) else None
+    item_id = raw.get("id") if isinstance(raw, Mapping) else None
+    return f"items[{index}]" + (f" (id {item_id!r})" if item_id is not None else "")
+
+
+def _describe_error(err: Mapping[str, Any], data: Any) -> str:
+    loc = list(err["loc"])
+    parts = [str(part) for part in loc]
+    if len(loc) >= 2 and loc[0] == "items" and isinstance(loc[1], int):
+        parts = [_item_label(loc[1], data), *parts[2:]]
+    where = ".".join(parts) or "(top level)"
+    if err["type"] == "extra_forbidden":
+        return f"{where}: unknown field"
+    if err["type"] == "missing":
+        return f"{where}: field required"
+    return f"{where}: {err['msg'].lower()} (got {err.get('input')!r})"
+
+
+def _semantic_problems(spec: _InstrumentSpec) -> list[str]:
+    problems = []
+    lo, hi = spec.scale.min, spec.scale.max
+    if lo >= hi:
+        problems.append(f"scale: min ({lo}) must be below max ({hi})")
+    elif len(spec.scale.labels) != hi - lo + 1:
+        problems.append(
+            f"scale.labels: {len(spec.scale.labels)} labels for a {lo}-{hi} scale "
+            f"(needs {hi - lo + 1}, one a point)"
+        )
+    traits = [t.strip().lower() for t in spec.traits]
+    if not traits:
+        problems.append("traits: empty")
+    for trait in traits:
+        if trait not in TRAITS:
+            problems.append(f"traits: unknown trait {trait!r} (trait columns: {', '.join(TRAITS)})")
+    twice = sorted(t for t, n in Counter(traits).items() if n > 1)
+    if twice:
+        problems.append(f"traits: listed twice: {', '.join(twice)}")
+    if not spec.items:
+        problems.append("items: empty")
+    first_at: dict[str, int] = {}
+    for index, item in enumerate(spec.items):
+        label = f"items[{index}] (id {item.id!r})"
+        if not item.id.strip():
+            problems.append(f"items[{index}].id: empty")
+        if item.id in first_at:
+            problems.append(f"{label}: duplicate id (first at items[{first_at[item.id]}])")
+        first_at.setdefault(item.id, index)
+        if not item.text.strip():
+            problems.append(f"{label}.text: empty")
+        if item.trait.strip().lower() not in traits:
+            problems.append(
+                f"{label}.trait: unknown trait {item.trait!r} "
+                f"(this instrument's traits: {', '.join(traits)})"
+            )
+        if item.keyed.strip() not in _KEYED:
+            problems.append(f"{label}.keyed: must be + or - (or 1, -1), got {item.keyed!r}")
+    used = {item.trait.strip().lower() for item in spec.items}
+    for trait in traits:
+        if trait in TRAITS and trait not in used:
+            problems.append(f"traits: {trait!r} has no items")
+    return problems
+
+
+def load_instrument(path: str | Path) -> Instrument:
+    """Read a custom instrument from a YAML or JSON file (JSON is read as YAML)."""
+    path = Path(path)
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise PersonagenError(f"instrument file not found: {path}") from None
+    except (yaml.YAMLError, UnicodeDecodeError) as exc:
+        raise PersonagenError(f"instrument file {path} is not valid YAML/JSON: {exc}") from None
+    return instrument_from_dict(data, where=f"instrument file {path}")
+
+
+# ---------------------------------------------------------------------------------------------
+# Built-in instruments
+
+
+def _builtin(name: str) -> Instrument:
+    text = (
+        resources.files("personagen.psychometrics")
+        .joinpath("data", f"{name}.json")
+        .read_text(encoding="utf-8")
+    )
+    return instrument_from_dict(json.loads(text), where=f"built-in instrument {name}")
+
+
+BUILTIN: dict[str, Instrument] = {
+    name: _builtin(name) for name in ("ipip-50", "ipip-neo-120", "ipip-neo-300")
+}
+IPIP_50 = BUILTIN["ipip-50"]
+IPIP_NEO_120 = BUILTIN["ipip-neo-120"]
+IPIP_NEO_300 = BUILTIN["ipip-neo-300"]
+LIKERT_5 = IPIP_50.scale
 
 IPIP_FFM_COLUMNS = {
     f"{prefix}{n}": f"{letter}{n}"
@@ -157,13 +257,15 @@ IPIP_FFM_COLUMNS = {
 }
 """IPIP-FFM column name -> IPIP-50 item id (same items, same order; EST is keyed toward N)."""
 
-BUILTIN = {IPIP_50.id: IPIP_50}
 
-
-def get_instrument(name: str) -> Instrument:
-    try:
-        return BUILTIN[name]
-    except KeyError:
-        raise PersonagenError(
-            f"unknown instrument {name!r}; built in: {', '.join(BUILTIN)}"
-        ) from None
+def get_instrument(name_or_path: str | Path) -> Instrument:
+    """A built-in instrument by id, or a custom one from a YAML/JSON file."""
+    if str(name_or_path) in BUILTIN:
+        return BUILTIN[str(name_or_path)]
+    path = Path(name_or_path)
+    if path.is_file():
+        return load_instrument(path)
+    raise PersonagenError(
+        f"unknown instrument {str(name_or_path)!r}: neither built in ({', '.join(BUILTIN)}) "
+        "nor an existing YAML/JSON file"
+    )

@@ -1,0 +1,91 @@
+"""A model's answer to one item -> an item response on the instrument's scale.
+
+Logprob mode asks for a one-token answer with `top_logprobs` and reads the probabilities of the
+scale's answer tokens: the expected value is a graded response even from a small model, and the
+entropy says how sure it was. Text mode parses a written answer strictly, by the same rule
+(`answer_point` of the whole reply; None means ask again).
+
+Which tokens count as answer k: the digit k alone, after removing surrounding whitespace and the
+word-start markers some tokenizers show ("Ġ", "▁"), optionally followed by one of `. ) , :`.
+So "3", " 3", "3\\n", "▁3", "3." and "3)" all mean 3; "30", "3/5", "three", "(3" do not. Several
+tokens meaning the same point (" 3" and "3") add up: they are disjoint continuations. Scale points
+must be single digits (0-9), since a longer number is not one token.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+
+import numpy as np
+from scipy.special import logsumexp
+
+from personagen.errors import PersonagenError
+from personagen.psychometrics.instruments import Scale
+
+_ANSWER = re.compile(r"([0-9])[.),:]?")
+_STRIP = " \t\r\n\u0120\u2581"  # whitespace, GPT-2 "Ġ", SentencePiece "▁"
+
+
+class NoScaleAnswer(PersonagenError):
+    """The model's top tokens hold no answer on the scale."""
+
+
+@dataclass(frozen=True)
+class AnswerDistribution:
+    probs: tuple[float, ...]
+    """Probability of each scale point (min..max), renormalised over the scale's tokens."""
+    expected: float
+    """Expected response on the instrument's scale."""
+    entropy: float
+    """Shannon entropy of `probs` in nats (0 = certain; log(points) = uniform)."""
+    coverage: float
+    """Probability the model put on scale answers at all, before renormalising (0-1]."""
+
+
+def answer_point(token: str, scale: Scale) -> int | None:
+    """The scale point a token (or a whole text answer) stands for, or None (rule: see above)."""
+    match = _ANSWER.fullmatch(token.strip(_STRIP))
+    if match is None:
+        return None
+    point = int(match.group(1))
+    return point if scale.min <= point <= scale.max else None
+
+
+def supports_logprobs(scale: Scale) -> bool:
+    """Every point of the scale is a single digit, so an answer is one token."""
+    return scale.min >= 0 and scale.max <= 9
+
+
+def answer_distribution(
+    top_logprobs: Mapping[str, float] | Iterable[tuple[str, float]], scale: Scale
+) -> AnswerDistribution:
+    """Top token log-probabilities of a one-token answer -> distribution over the scale points.
+
+    Raises `NoScaleAnswer` (naming the tokens seen) when none of them is a scale answer.
+    """
+    if not supports_logprobs(scale):
+        raise PersonagenError(
+            f"logprob answers need single-digit scale points; the scale is {scale.min}-{scale.max}"
+        )
+    pairs = list(top_logprobs.items() if isinstance(top_logprobs, Mapping) else top_logprobs)
+    points = np.array(scale.points)
+    by_point: list[list[float]] = [[] for _ in points]
+    for token, logprob in pairs:
+        point = answer_point(token, scale)
+        if point is not None and np.isfinite(logprob):
+            by_point[point - scale.min].append(float(logprob))
+    point_logp = np.array([logsumexp(lps) if lps else -np.inf for lps in by_point])
+    if not np.isfinite(point_logp).any():
+        seen = ", ".join(repr(token) for token, _ in pairs[:10]) or "none"
+        raise NoScaleAnswer(f"no {scale.min}-{scale.max} answer among the top tokens ({seen})")
+    total = logsumexp(point_logp)
+    probs = np.exp(point_logp - total)
+    nonzero = probs[probs > 0]
+    return AnswerDistribution(
+        probs=tuple(float(p) for p in probs),
+        expected=float(np.clip(np.dot(points, probs), scale.min, scale.max)),
+        entropy=float(-np.sum(nonzero * np.log(nonzero))),
+        coverage=float(min(np.exp(total), 1.0)),
+    )
