@@ -242,7 +242,7 @@ def demo_command(cfg: Config, out: str | None) -> None:
     print_counts(
         "demo: ingest of the example histories", summary.counts, SUMMARY_ROWS, summary.wall_s
     )
-    click.echo(f"histories: {folder / 'histories'}")
+    click.echo(f"histories: {folder / 'ingest' / 'histories'}")
     click.echo(
         "this version runs the ingest stage only; mining, judging, scoring and "
         "alignment are added as they land"

@@ -26,4 +26,4 @@ def example_histories() -> Path:
 
 def run_demo(cfg: Config, out: Path) -> IngestSummary:
     """Stages available so far: ingest (the LLM, scoring and alignment stages follow)."""
-    return ingest(example_histories(), out / "histories", cfg)
+    return ingest(example_histories(), out / "ingest", cfg)
