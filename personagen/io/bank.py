@@ -146,7 +146,7 @@ def write_part(folder: str | Path, table: pa.Table, prefix: str = "part") -> Pat
         return None
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    name = f"{prefix}-{datetime.now(timezone.utc):%Y%m%dT%H%M%S}-{uuid.uuid4().hex[:12]}.parquet"
+    name = f"{prefix}-{datetime.now(timezone.utc):%Y%m%dT%H%M%S%f}-{uuid.uuid4().hex[:12]}.parquet"
     tmp = folder / f".tmp-{name}"
     pq.write_table(table, tmp, compression="zstd")
     final = folder / name
