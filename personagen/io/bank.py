@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 import uuid
 from collections.abc import Iterable
 from datetime import datetime, timezone
@@ -146,7 +147,8 @@ def write_part(folder: str | Path, table: pa.Table, prefix: str = "part") -> Pat
         return None
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    name = f"{prefix}-{datetime.now(timezone.utc):%Y%m%dT%H%M%S%f}-{uuid.uuid4().hex[:12]}.parquet"
+    # Names sort in write order (readers keep the latest copy of a row): nanoseconds, then uuid.
+    name = f"{prefix}-{time.time_ns():020d}-{uuid.uuid4().hex[:12]}.parquet"
     tmp = folder / f".tmp-{name}"
     pq.write_table(table, tmp, compression="zstd")
     final = folder / name
@@ -217,7 +219,7 @@ def _latest_per_key(table: pa.Table, key: str) -> pa.Table:
     )
     if len(last) == table.num_rows:
         return table
-    return table.take(pc.sort_indices(last))
+    return table.take(np.sort(last.to_numpy()))
 
 
 def read_group(bank: str | Path, group: str, columns: list[str] | None = None) -> pa.Table:

@@ -107,7 +107,7 @@ class EmbeddedServer:
         return self._process.pid if self._process else None
 
     def command(self, port: int) -> list[str]:
-        threads = self.cfg.n_threads or os.cpu_count() or 1
+        threads = self.cfg.n_threads or max(1, (os.cpu_count() or 2) // 2)
         return [
             sys.executable,
             "-m",

@@ -291,7 +291,7 @@ def rows_per_block(rows: int, pool: PoolSettings, max_blocks: int = 1000) -> int
     """Rows per input block: a few batches each, at least two blocks per actor (so every actor
     has work and the next block is ready), at most `max_blocks` blocks (each block ends as one
     Parquet part per bank group)."""
-    blocks = max(2 * pool.actors, math.ceil(rows / (4 * pool.batch_size)))
+    blocks = max(2 * pool.actors, math.ceil(rows / (8 * pool.batch_size)))
     blocks = max(1, min(blocks, max_blocks, rows))
     return max(1, math.ceil(rows / blocks))
 
@@ -333,7 +333,7 @@ def map_llm_stage(
         },
         batch_size=pool.batch_size,
         batch_format="pyarrow",
-        compute=ray.data.ActorPoolStrategy(size=pool.actors),
+        compute=ray.data.ActorPoolStrategy(size=pool.actors, max_concurrent_calls_per_actor=2),
         num_cpus=pool.actor_cpus,
         **remote_args,
     )

@@ -49,8 +49,11 @@ def _inline(node: Any, defs: dict[str, Any]) -> Any:
     return out
 
 
-def extract_json(text: str) -> Any:
-    """The first JSON object in `text` (inside code fences or not); trailing text is ignored."""
+def extract_json(text: str) -> dict[str, Any]:
+    """The first JSON object in `text` (inside code fences or not); trailing text is ignored.
+
+    A candidate that runs to the end of the text without closing is a truncated answer, and no
+    object nested inside it is taken for the answer."""
     if not text or not text.strip():
         raise OutputError("empty answer")
     candidates = [m.group(1) for m in _FENCE.finditer(text)] + [text]
@@ -63,6 +66,8 @@ def extract_json(text: str) -> Any:
                 return value
             except json.JSONDecodeError as exc:
                 last_error = f"invalid JSON ({exc.msg} at char {exc.pos})"
+                if exc.pos >= len(candidate.rstrip()):
+                    break  # cut off: an object nested in it is not the answer
             start = candidate.find("{", start + 1)
     raise OutputError(last_error)
 
@@ -70,8 +75,6 @@ def extract_json(text: str) -> Any:
 def parse_answer(text: str, model: type[T], context: dict[str, Any] | None = None) -> T:
     """Parse and validate one answer; `OutputError` says what is wrong in one line."""
     data = extract_json(text)
-    if not isinstance(data, dict):
-        raise OutputError(f"expected a JSON object, got {type(data).__name__}")
     try:
         return model.model_validate(data, context=context)
     except ValidationError as exc:
