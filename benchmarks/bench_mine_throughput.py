@@ -1,8 +1,9 @@
 """Throughput of the mining stage against an OpenAI-compatible stub with a fixed latency.
 
-For each concurrency (requests in flight: one LLM actor with `llm.concurrency` = C) it runs the
-real `personagen.mine.mine` (Ray Data, actor pool, bank sink; judge off, response cache off so
-every row is a request) and compares, in the same run:
+For each concurrency C (requests in flight in all: `mine.actors` = A LLM actors with
+`llm.concurrency` = C / A each) it runs the real `personagen.mine.mine` (Ray Data, actor pool,
+bank sink; judge off, response cache off so every row is a request) and compares, in the same
+run:
 
 - the ideal bound: C / latency requests per second;
 - a plain sequential loop of `openai` calls (what a naive script does): 1 / latency;
@@ -13,6 +14,7 @@ every row is a request) and compares, in the same run:
 rate while the stage runs. "end-to-end" adds Ray Data start-up (actors), reading and writing.
 
     python benchmarks/bench_mine_throughput.py [--latency 0.2] [--concurrency 8 32 128]
+        [--actors 1 2]
 """
 
 from __future__ import annotations
@@ -48,9 +50,8 @@ def write_histories(folder: Path, rows: int) -> Path:
             "user_id": [f"user{i}" for i in range(rows)],
             "window_id": [0] * rows,
             "posts": [
-                [{"date": "1,May,2004", "text": f"Post {j} of user {i}: a day at work."}]
+                [{"date": "1,May,2004", "text": f"User {i} writes about a day at work."}]
                 for i in range(rows)
-                for j in (1,)
             ],
             "n_posts": [1] * rows,
             "n_tokens": [12] * rows,
@@ -126,61 +127,64 @@ def plain_async(base_url: str, n: int, concurrency: int) -> float:
     return asyncio.run(run())
 
 
-def run_mine(base_url: str, workdir: Path, concurrency: int, rows: int) -> tuple[float, float]:
-    histories = write_histories(workdir / f"h{concurrency}" / "histories", rows)
+def run_mine(
+    base_url: str, workdir: Path, concurrency: int, actors: int, rows: int, latency: float
+) -> tuple[float, float]:
+    """(stage requests/s as the stub saw them, rows/s end to end) of one `mine` run."""
+    name = f"{concurrency}x{actors}"
+    histories = write_histories(workdir / f"h{name}" / "histories", rows)
     cfg = load_config(
         None,
         [
             f"llm.base_url={base_url}",
-            f"llm.concurrency={concurrency}",
+            f"llm.concurrency={concurrency // actors}",
             "llm.cache=false",
             "mine.judge=false",
-            "mine.actors=1",
+            f"mine.actors={actors}",
             "mine.min_words=5",
             "mine.progress_s=60",
         ],
     )
     stub(base_url, "/_reset", "POST")
     start = time.perf_counter()
-    summary = mine(histories.parent, workdir / f"bank{concurrency}", cfg)
+    summary = mine(histories.parent, workdir / f"bank{name}", cfg)
     wall = time.perf_counter() - start
     assert summary.counts["mine:out"] == rows, summary.counts
-    return stage_rate(stub(base_url, "/_stats"), LATENCY), rows / wall
-
-
-LATENCY = 0.2
+    return stage_rate(stub(base_url, "/_stats"), latency), rows / wall
 
 
 def main() -> None:
-    global LATENCY
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--latency", type=float, default=0.2)
     parser.add_argument("--concurrency", type=int, nargs="+", default=[8, 32, 128])
+    parser.add_argument("--actors", type=int, nargs="+", default=[1, 2])
     parser.add_argument("--seconds", type=float, default=12.0, help="target stage duration")
     args = parser.parse_args()
-    LATENCY = args.latency
     with tempfile.TemporaryDirectory(prefix="bench-mine-") as tmp:
         workdir = Path(tmp)
         process, base_url = start_stub(args.latency, workdir)
         try:
             init_ray(RayConfig(num_cpus=2, object_store_mb=512))
             seq = sequential(base_url, 20)
-            print(f"stub latency {args.latency * 1000:.0f} ms; sequential openai loop: {seq:.2f} req/s")
+            latency_ms = args.latency * 1000
+            print(f"stub latency {latency_ms:.0f} ms; sequential openai loop: {seq:.2f} req/s")
             header = (
-                f"{'conc':>5} {'bound':>8} {'stage req/s':>12} {'% bound':>8} "
+                f"{'conc':>5} {'actors':>6} {'bound':>8} {'stage req/s':>12} {'% bound':>8} "
                 f"{'end-to-end':>11} {'asyncio':>9} {'x seq':>7}"
             )
             print(header)
             for c in args.concurrency:
                 bound = c / args.latency
                 rows = max(200, int(bound * args.seconds))
-                rate, end_to_end = run_mine(base_url, workdir, c, rows)
                 peer = plain_async(base_url, rows, c)
-                print(
-                    f"{c:>5} {bound:>8.1f} {rate:>12.1f} {100 * rate / bound:>7.0f}% "
-                    f"{end_to_end:>11.1f} {peer:>9.1f} {rate / seq:>7.1f}",
-                    flush=True,
-                )
+                for actors in args.actors:
+                    rate, end_to_end = run_mine(base_url, workdir, c, actors, rows, args.latency)
+                    print(
+                        f"{c:>5} {actors:>6} {bound:>8.1f} {rate:>12.1f} "
+                        f"{100 * rate / bound:>7.0f}% {end_to_end:>11.1f} {peer:>9.1f} "
+                        f"{rate / seq:>7.1f}",
+                        flush=True,
+                    )
         finally:
             process.terminate()
             process.wait(10)

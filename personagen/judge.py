@@ -180,7 +180,7 @@ def judge(bank: str | Path, cfg: Config, histories: str | Path | None = None) ->
     from personagen.llm.server import llm_endpoint
 
     start = time.perf_counter()
-    bank = Path(bank)
+    bank = Path(bank).resolve()  # workers write there, and their working folder is not ours
     if not (bank / "personas").is_dir():
         raise PersonagenError(f"no personas in {bank} (run `personagen mine` first)")
     judge_llm = stage_llm(cfg, cfg.judge.endpoint(cfg.llm))

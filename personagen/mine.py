@@ -182,7 +182,7 @@ def mine(
     from personagen.progress import progress_counter
 
     start = time.perf_counter()
-    bank = Path(bank)
+    bank = Path(bank).resolve()  # workers write there, and their working folder is not ours
     judge = cfg.mine.judge if judge is None else judge
     files = histories_files(histories)
     schema = histories_schema(files)

@@ -73,6 +73,9 @@ def test_5xx_and_hangs_are_retried_until_an_answer_comes():
         start = time.monotonic()
         run(lambda c: c.structured(ask("SLOW"), Answer, prompt_version="t", usage=usage), cfg)
         assert usage.retries == 1 and time.monotonic() - start < 3
+        deadline = time.monotonic() + 5  # the hung request is logged when the server notices
+        while server.outcomes()["hang"] == 0 and time.monotonic() < deadline:
+            time.sleep(0.05)
         assert server.outcomes() == {"500": 2, "ok": 2, "hang": 1}
 
 

@@ -102,11 +102,12 @@ def test_embedded_server_answers_json_logprobs_and_injections_then_stops():
     assert wait_dead(pid), "the server process outlived its context manager"
 
 
-def _run_child(code: str) -> subprocess.Popen[str]:
+def _run_child(code: str, *args: str) -> subprocess.Popen[str]:
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     return subprocess.Popen(
-        [sys.executable, "-c", textwrap.dedent(code)],
+        [sys.executable, "-c", textwrap.dedent(code), *args],
         stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
         text=True,
         env=env,
     )
@@ -115,25 +116,31 @@ def _run_child(code: str) -> subprocess.Popen[str]:
 CHILD = """
     import sys, time
     from personagen.config import EmbeddedLLMConfig, LLMConfig
-    from personagen.llm.server import EmbeddedServer, llm_endpoint, _LIVE
+    from personagen.llm.server import llm_endpoint, _LIVE
     cfg = LLMConfig(embedded=EmbeddedLLMConfig(n_ctx=512))
     with llm_endpoint(cfg) as endpoint:
         print(next(iter(_LIVE)).pid, flush=True)
+        if sys.argv[1] == "error":
+            time.sleep(0.5)
+            raise RuntimeError("a stage failed")
         time.sleep(120)
 """
 
 
-@pytest.mark.parametrize("how", [signal.SIGKILL, signal.SIGINT, signal.SIGTERM])
+@pytest.mark.parametrize("how", ["error", "SIGINT", "SIGTERM", "SIGKILL"])
 def test_the_server_never_outlives_personagen(how):
-    child = _run_child(CHILD)
+    """Stopped on an error, on Ctrl-C, on SIGTERM, and (by the kernel) when personagen is
+    killed outright."""
+    child = _run_child(CHILD, how)
     try:
         line = child.stdout.readline()
         assert line.strip().isdigit(), "child did not start the server"
         server_pid = int(line)
         assert alive(server_pid)
-        child.send_signal(how)
-        child.wait(timeout=30)
-        assert wait_dead(server_pid), f"server survived {how.name} of its parent"
+        if how != "error":
+            child.send_signal(getattr(signal, how))
+        assert child.wait(timeout=30) != 0
+        assert wait_dead(server_pid), f"the server survived ({how}) its parent"
     finally:
         if child.poll() is None:
             child.kill()

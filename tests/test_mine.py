@@ -134,7 +134,8 @@ def test_mine_through_faults_accounts_for_every_row(ray_local, tmp_path):
         seed=1,
     )
     with LLMTestServer(faults, responder=obedient(30)) as server:
-        cfg = load_config(None, settings(server))
+        price = "llm.prices={smollm2-135m-instruct: {prompt: 1.5, completion: 6}}"
+        cfg = load_config(None, settings(server, price))
         bank = tmp_path / "bank"
         summary = mine(histories, bank, cfg)
         ids = [f"u{i:04d}/0" for i in range(n)]
@@ -175,6 +176,10 @@ def test_mine_through_faults_accounts_for_every_row(ray_local, tmp_path):
         assert manifest["llm_usage"]["judge"]["completion_tokens"] == c["judge:completion_tokens"]
         summary_file = json.loads((bank / "summary-mine.json").read_text())
         assert summary_file["counts"]["mine:out"] == c["mine:out"]
+        cost = (1.5 * c["mine:prompt_tokens"] + 6 * c["mine:completion_tokens"]) / 1e6
+        assert summary.costs["mine"] == pytest.approx(cost)
+        assert manifest["llm_usage"]["mine"]["cost_usd"] == pytest.approx(cost, abs=1e-6)
+        assert summary_file["cost_usd"]["judge"] == summary.costs["judge"] > 0
 
         requests = len(server.records())
         again = mine(histories, bank, cfg)
@@ -364,7 +369,7 @@ def test_real_embedded_model_mines_and_judges_blog_histories(ray_local, tmp_path
     from personagen.llm import server as embedded
 
     blogs = shared_path("blogs", "blogs")
-    picked = sorted(blogs.glob("*.xml"), key=lambda p: p.stat().st_size)[400:402]
+    picked = sorted(blogs.glob("*.xml"), key=lambda p: p.stat().st_size)[400:403]
     src = tmp_path / "src"
     src.mkdir()
     for path in picked:

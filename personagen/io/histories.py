@@ -226,8 +226,9 @@ REQUIRED_COLUMNS = ("history_id", "user_id", "window_id", "posts")
 
 
 def histories_files(path: str | Path) -> list[str]:
-    """Parquet files of an ingest output folder, of its histories/ folder, or one file."""
-    path = Path(path)
+    """Parquet files (absolute paths: Ray workers may run elsewhere) of an ingest output folder,
+    of its histories/ folder, or one file."""
+    path = Path(path).resolve()
     if path.is_file():
         return [str(path)]
     if (path / HISTORIES_DIR).is_dir():

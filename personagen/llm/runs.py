@@ -36,7 +36,8 @@ def cache_folder(cfg: Config, bank: str | Path) -> str | None:
     """Where the response cache lives (None when disabled): `llm.cache_dir` or BANK/llm-cache."""
     if not cfg.llm.cache:
         return None
-    return str(Path(cfg.llm.cache_dir) if cfg.llm.cache_dir else Path(bank) / "llm-cache")
+    folder = Path(cfg.llm.cache_dir) if cfg.llm.cache_dir else Path(bank) / "llm-cache"
+    return str(folder.resolve())
 
 
 def record_stage(

@@ -314,12 +314,7 @@ def map_llm_stage(
     import ray
 
     key = llm.api_key()
-    remote_args: dict[str, Any] = {}
-    if endpoint.embedded:
-        from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
-
-        node = ray.get_runtime_context().get_node_id()
-        remote_args["scheduling_strategy"] = NodeAffinitySchedulingStrategy(node, soft=False)
+    here = {"ray.io/node-id": ray.get_runtime_context().get_node_id()}
     return ds.map_batches(
         LLMStageActor,
         fn_constructor_kwargs={
@@ -335,5 +330,5 @@ def map_llm_stage(
         batch_format="pyarrow",
         compute=ray.data.ActorPoolStrategy(size=pool.actors, max_concurrent_calls_per_actor=2),
         num_cpus=pool.actor_cpus,
-        **remote_args,
+        label_selector=here if endpoint.embedded else None,
     )
