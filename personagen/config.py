@@ -38,9 +38,10 @@ class EmbeddedLLMConfig(Section):
         "oversubscribing a shared machine slows it down tenfold)",
     )
     concurrency: int = Field(
-        2,
+        1,
         ge=1,
-        description="requests in flight to it (llama-cpp-python's server answers one at a time)",
+        description="requests in flight per LLM actor (llama-cpp-python's server answers one "
+        "at a time: more would only wait in its queue, against the timeout)",
     )
     startup_timeout_s: float = Field(120.0, gt=0, description="wait this long for it to load")
 

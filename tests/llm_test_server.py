@@ -16,7 +16,7 @@ Outcomes are drawn from `Faults.rates` (the rest are ok), deterministically from
 body and how many times that exact body was seen, so runs are reproducible; `Faults.rules` force
 an outcome for every request whose body contains a marker. Every request is logged (body digest,
 outcome, phase) so tests can tell which requests were answered and whether any was repeated.
-`hold()`/`hold_after` park new requests (to freeze a run at a known point), `release()` lets them
+`hold()` parks new requests (to freeze a run at a known point), `release()` lets them
 go or drops them. With rates all zero and a fixed `latency_s` it is a fast deterministic stub.
 
 In-process: `with LLMTestServer(Faults(...)) as server: server.base_url`.
@@ -73,8 +73,6 @@ class Faults:
     api_key: str | None = None
     """Bearer token every request must carry (401 otherwise); None accepts any."""
     string_words: int = 70
-    hold_after: int | None = None
-    """Park every request that arrives after this many answers (see `release`)."""
 
 
 @dataclass
@@ -85,6 +83,7 @@ class Record:
     status: int
     time: float
     model: str | None = None
+    response_format: str | None = None
 
 
 def instance(schema: dict[str, Any], rng: random.Random, words: int) -> Any:
@@ -155,7 +154,6 @@ class LLMTestServer:
         self._lock = threading.Lock()
         self._holding = False
         self._dropping = False
-        self._answered = 0
         self.in_flight = 0
         self.max_in_flight = 0
         self.parked = 0
@@ -222,7 +220,6 @@ class LLMTestServer:
     def reset_hold(self) -> None:
         self._dropping = False
         self._holding = False
-        self.faults.hold_after = None
 
     @property
     def holding(self) -> bool:
@@ -281,15 +278,13 @@ class LLMTestServer:
         with self._lock:
             self._seen[digest] += 1
             seen = self._seen[digest]
-        if faults.hold_after is not None and self._answered >= faults.hold_after:
-            self._holding = True
         if self._holding:
             self.parked += 1
             while self._holding:
                 await asyncio.sleep(0.01)
             self.parked -= 1
         if self._dropping:
-            self._log(digest, "dropped", 503, body.get("model"))
+            self._log(digest, "dropped", 503, body)
             return JSONResponse({"error": {"message": "dropped by the test"}}, status_code=503)
         rng = random.Random(f"{faults.seed}:{digest}:{seen}")
         outcome = self._outcome(raw.decode("utf-8", "replace"), rng)
@@ -308,7 +303,7 @@ class LLMTestServer:
         finally:
             self.in_flight -= 1
         status, payload, headers = self._answer(body, outcome, rng)
-        self._log(digest, outcome, status, body.get("model"))
+        self._log(digest, outcome, status, body)
         return JSONResponse(payload, status_code=status, headers=headers)
 
     def _outcome(self, text: str, rng: random.Random) -> str:
@@ -327,11 +322,11 @@ class LLMTestServer:
                 return outcome
         return "ok"
 
-    def _log(self, digest: str, outcome: str, status: int, model: str | None) -> None:
+    def _log(self, digest: str, outcome: str, status: int, body: dict[str, Any]) -> None:
+        fmt = (body.get("response_format") or {}).get("type")
+        record = Record(digest, outcome, self.phase, status, time.time(), body.get("model"), fmt)
         with self._lock:
-            self.log.append(Record(digest, outcome, self.phase, status, time.time(), model))
-            if status == 200:
-                self._answered += 1
+            self.log.append(record)
 
     def _answer(
         self, body: dict[str, Any], outcome: str, rng: random.Random

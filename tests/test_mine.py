@@ -300,7 +300,7 @@ def test_a_killed_run_resumes_without_repeating_answers_or_leaking_the_key(ray_l
     bank = tmp_path / "bank"
     address = ray_local.get_runtime_context().gcs_address
     env = {**os.environ, "PG_TEST_API_KEY": key, "PYTHONPATH": str(ROOT)}
-    faults = Faults(latency_s=0.02, api_key=key, hold_after=210, seed=2)
+    faults = Faults(latency_s=0.05, api_key=key, seed=2)
     with LLMTestServer(faults) as server:
         args = [
             sys.executable,
@@ -322,9 +322,13 @@ def test_a_killed_run_resumes_without_repeating_answers_or_leaking_the_key(ray_l
         with (logs / "run1.out").open("w") as out, (logs / "run1.err").open("w") as err:
             first = subprocess.Popen(args, stdout=out, stderr=err, env=env)
             deadline = time.monotonic() + 120
-            while not server.parked:
+            while not list((bank / "personas").glob("*.parquet")):  # the first rows are in
                 assert first.poll() is None, (logs / "run1.err").read_text()[-3000:]
-                assert time.monotonic() < deadline, "the run never reached the hold point"
+                assert time.monotonic() < deadline, "the run wrote nothing"
+                time.sleep(0.05)
+            server.hold()  # freeze the run: requests from now on are parked, never answered
+            while not server.parked:
+                assert first.poll() is None, "the run finished before it could be killed"
                 time.sleep(0.05)
             time.sleep(1.0)  # answers already sent reach the client's cache
             first.send_signal(signal.SIGKILL)

@@ -247,6 +247,7 @@ class LLMClient:
         attempt = 0
         while True:
             request = dict(params)
+            mode = self._format_mode
             response_format = self._response_format(schema)
             if response_format is not None:
                 request["response_format"] = response_format
@@ -260,7 +261,7 @@ class LLMClient:
                 return _answer_of(response)
             except Exception as exc:
                 if response_format is not None and _rejects_format(exc):
-                    self._downgrade_format(exc)
+                    self._downgrade_format(mode, exc)
                     continue
                 retryable, reason, wait_hint = _classify(exc)
                 if not retryable:
@@ -294,9 +295,11 @@ class LLMClient:
         # JSON mode; llama-cpp-python's server also reads `schema` and enforces it by grammar.
         return {"type": "json_object", "schema": schema}
 
-    def _downgrade_format(self, exc: Exception) -> None:
-        index = FORMAT_MODES.index(self._format_mode)
-        self._format_mode = FORMAT_MODES[index + 1]
+    def _downgrade_format(self, rejected: str, exc: Exception) -> None:
+        """One step down from the rejected mode (concurrent rejections of it count once)."""
+        if self._format_mode != rejected:
+            return
+        self._format_mode = FORMAT_MODES[FORMAT_MODES.index(rejected) + 1]
         log.warning(
             "the endpoint rejected the structured-output request (%s); using %s from now on",
             _short(str(exc)),
