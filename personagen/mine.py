@@ -168,25 +168,15 @@ def mine(
 ) -> RunSummary:
     """Mine personas for every history row not yet in `bank` (nor failed); judge them and flag
     near-duplicates unless `judge` (default `mine.judge`) is off."""
-    import ray
-
     from personagen.cluster import init_ray
     from personagen.llm.server import llm_endpoints
-    from personagen.llm.stage import (
-        BankStageSink,
-        LLMStage,
-        map_llm_stage,
-        pool_settings,
-        rows_per_block,
-    )
-    from personagen.progress import progress_counter
 
     start = time.perf_counter()
     bank = Path(bank).resolve()  # workers write there, and their working folder is not ours
     judge = cfg.mine.judge if judge is None else judge
     files = histories_files(histories)
     schema = histories_schema(files)
-    source = str(Path(files[0]).parent.resolve())
+    source = str(Path(files[0]).parent)
     recorded = read_manifest(bank).get("histories")
     if recorded and recorded != source:
         log.warning("bank %s was mined from %s; now mining %s into it", bank, recorded, source)
@@ -199,56 +189,76 @@ def mine(
     )
     stages = ["mine", "judge"] if judge else ["mine"]
     update_manifest(bank, histories=source, config=cfg.masked())
-
     mine_llm = stage_llm(cfg, cfg.llm, cfg.mine.max_tokens)
     judge_llm = stage_llm(cfg, cfg.judge.endpoint(cfg.llm))
-    prompt = mine_prompt()
+    if todo or (judge and judging.pending_personas(bank).num_rows):
+        init_ray(cfg.ray)
+        with llm_endpoints([mine_llm, judge_llm]) as (mine_ep, judge_ep):
+            record_stage(bank, STAGE, mine_llm, mine_ep, mine_prompt().version)
+            chain = [(_mine_stage(cfg, schema), mine_llm, mine_ep)]
+            if judge:
+                judging.record_judge(bank, judge_llm, judge_ep)
+                chain.append((judging.judge_stage(cfg, after=STAGE), judge_llm, judge_ep))
+            if todo:
+                counts.update(_stream(files, schema, done, todo, bank, cfg, chain))
+            if judge:  # personas mined by an earlier run that stopped before judging them
+                counts.update(judging.judge_pending(bank, cfg, judge_llm, judge_ep))
+    if judge:
+        counts.update(judging.apply_decisions(bank, cfg.judge))
+    return _finish(bank, counts, stages, start, cfg)
+
+
+def _mine_stage(cfg: Config, schema: pa.Schema) -> Any:
+    from personagen.llm.stage import LLMStage
+
     params = MineParams(
-        prompt=prompt,
+        prompt=mine_prompt(),
         min_words=cfg.mine.min_words,
         redact_types=tuple(cfg.ingest.redact.types) if cfg.ingest.redact.enabled else (),
         meta_columns=tuple(n for n in schema.names if n not in _NOT_META),
     )
-    if todo == 0 and not (judge and judging.pending_personas(bank).num_rows):
-        counts.update(judging.apply_decisions(bank, cfg.judge) if judge else {})
-        return _finish(bank, counts, stages, start, cfg)
-    init_ray(cfg.ray)
-    with llm_endpoints([mine_llm, judge_llm]) as (mine_ep, judge_ep):
-        record_stage(bank, STAGE, mine_llm, mine_ep, prompt.version)
-        if judge:
-            judging.record_judge(bank, judge_llm, judge_ep)
-        if todo:
-            chain = [(LLMStage(STAGE, mine_row, MINE_COLUMNS, params, "history_id"), mine_llm)]
-            plan = [(STAGE, "personas", "history_id")]
-            if judge:
-                chain.append((judging.judge_stage(cfg, after=STAGE), judge_llm))
-                plan.append((judging.STAGE, "quality", KEY))
-            pools = [
-                pool_settings(
-                    llm,
-                    mine_ep if stage.name == STAGE else judge_ep,
-                    todo,
-                    actors=cfg.mine.actors,
-                    batch_size=cfg.mine.batch_size,
-                    actor_cpus=cfg.mine.actor_cpus,
-                )
-                for stage, llm in chain
-            ]
-            ds = ray.data.read_parquet(files, schema=schema)
-            ds = ds.map_batches(_drop_done, fn_kwargs={"done": done}, batch_format="pyarrow")
-            ds = ds.repartition(target_num_rows_per_block=rows_per_block(todo, pools[0]))
-            sink = BankStageSink(bank, plan)
-            with progress_counter(stages, dict.fromkeys(stages, todo), cfg.mine.progress_s) as bar:
-                for (stage, llm), pool in zip(chain, pools, strict=True):
-                    endpoint = mine_ep if stage.name == STAGE else judge_ep
-                    ds = map_llm_stage(ds, stage, llm, endpoint, pool, cache_folder(cfg, bank), bar)
-                ds.write_datasink(sink)
-            counts.update(sink.counts)
-        if judge:  # personas mined by an earlier run that stopped before judging them
-            counts.update(judging.judge_pending(bank, cfg, judge_llm, judge_ep))
-    if judge:
-        counts.update(judging.apply_decisions(bank, cfg.judge))
-    return _finish(bank, counts, stages, start, cfg)
+    return LLMStage(STAGE, mine_row, MINE_COLUMNS, params, "history_id")
+
+
+_GROUPS = {STAGE: ("personas", "history_id"), judging.STAGE: ("quality", KEY)}
+
+
+def _stream(
+    files: list[str],
+    schema: pa.Schema,
+    done: pa.Array,
+    todo: int,
+    bank: Path,
+    cfg: Config,
+    chain: list[tuple[Any, Any, Any]],
+) -> Counter[str]:
+    """histories -> (rows not done) -> LLM stage actor pools, in order -> the bank."""
+    import ray
+
+    from personagen.llm.stage import BankStageSink, map_llm_stage, pool_settings, rows_per_block
+    from personagen.progress import progress_counter
+
+    pools = [
+        pool_settings(
+            llm,
+            endpoint,
+            todo,
+            actors=cfg.mine.actors,
+            batch_size=cfg.mine.batch_size,
+            actor_cpus=cfg.mine.actor_cpus,
+        )
+        for _, llm, endpoint in chain
+    ]
+    names = [stage.name for stage, _, _ in chain]
+    sink = BankStageSink(bank, [(name, *_GROUPS[name]) for name in names])
+    ds = ray.data.read_parquet(files, schema=schema)
+    ds = ds.map_batches(_drop_done, fn_kwargs={"done": done}, batch_format="pyarrow")
+    ds = ds.repartition(target_num_rows_per_block=rows_per_block(todo, pools[0]))
+    with progress_counter(names, dict.fromkeys(names, todo), cfg.mine.progress_s) as progress:
+        for (stage, llm, endpoint), pool in zip(chain, pools, strict=True):
+            ds = map_llm_stage(ds, stage, llm, endpoint, pool, cache_folder(cfg, bank), progress)
+        ds.write_datasink(sink)
+    return sink.counts
 
 
 def _finish(
