@@ -139,11 +139,13 @@ def test_the_cache_answers_repeated_requests_without_asking(tmp_path):
             other_temperature = await client.chat(ask("q"), prompt_version="v1", temperature=0.1)
             return first, second, other_version, other_temperature
 
-        (first, second, v2, t01), client = run(twice, cfg, cache=ResponseCache(path))
+        cache = ResponseCache(path)
+        (first, second, v2, t01), client = run(twice, cfg, cache=cache)
         assert not first.cached and second.cached and second.text == first.text
         assert not v2.cached and not t01.cached
-        assert len(server.records()) == 3
+        assert len(server.records()) == 3 == len(cache)
         assert client.usage.cache_hits == 1
+        cache.close()
         (again, *_), client = run(twice, cfg, cache=ResponseCache(path))
         assert again.cached and again.text == first.text and len(server.records()) == 3
 

@@ -134,10 +134,6 @@ class LLMClient:
     def model(self) -> str:
         return self.cfg.model
 
-    def sampling(self) -> dict[str, Any]:
-        """The sampling parameters sent with every request (to be recorded with the output)."""
-        return {"temperature": self.cfg.temperature, "seed": self.cfg.seed}
-
     async def aclose(self) -> None:
         await self._client.close()
 
