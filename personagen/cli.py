@@ -177,6 +177,48 @@ def ingest_command(cfg: Config, src: str, fmt: str | None, out: str) -> None:
         click.echo(f"{len(summary.errors)} problems recorded in {Path(out) / 'errors.jsonl'}")
 
 
+# ------------------------------------------------------------------------------------- mine
+
+
+@cli.command("mine")
+@click.argument("histories", type=click.Path(exists=True))
+@click.option(
+    "--judge/--no-judge",
+    "judge",
+    default=None,
+    help="Judge new personas in the same run (default: config mine.judge).",
+)
+@common_options(out=True, out_required=True)
+def mine_command(cfg: Config, histories: str, judge: bool | None, out: str) -> None:
+    """Mine narrative personas from histories into a persona bank (resumable)."""
+    from personagen.llm.runs import print_summary
+    from personagen.mine import mine
+
+    summary = mine(histories, out, cfg, judge)
+    print_summary(f"mine: {histories} -> {out}", summary)
+
+
+# ------------------------------------------------------------------------------------ judge
+
+
+@cli.command("judge")
+@click.argument("bank", type=click.Path(exists=True, file_okay=False))
+@click.option(
+    "--histories",
+    type=click.Path(exists=True),
+    default=None,
+    help="Histories the bank was mined from (default: as recorded in its manifest).",
+)
+@common_options()
+def judge_command(cfg: Config, bank: str, histories: str | None) -> None:
+    """Judge personas against their posts; flag low quality and near-duplicates."""
+    from personagen.judge import judge
+    from personagen.llm.runs import print_summary
+
+    summary = judge(bank, cfg, histories)
+    print_summary(f"judge: {bank}", summary)
+
+
 # ------------------------------------------------------------------------------ reliability
 
 

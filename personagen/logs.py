@@ -6,15 +6,24 @@ import logging
 import os
 
 _SECRET_ENV_HINTS = ("KEY", "TOKEN", "SECRET", "PASSWORD")
+_REGISTERED: set[str] = set()
+
+
+def register_secret(value: str | None) -> None:
+    """Mask `value` in every log record of this process, whatever variable it came from."""
+    if value and len(value) >= 4:
+        _REGISTERED.add(value)
 
 
 def secret_values() -> list[str]:
-    """Values of environment variables that look like secrets (long enough to be worth masking)."""
-    return [
+    """Values of environment variables that look like secrets (long enough to be worth masking),
+    plus the values registered with `register_secret`."""
+    found = {
         value
         for name, value in os.environ.items()
         if any(hint in name.upper() for hint in _SECRET_ENV_HINTS) and len(value) >= 8
-    ]
+    }
+    return sorted(found | _REGISTERED, key=len, reverse=True)
 
 
 def mask_secrets(text: str, secrets: list[str] | None = None) -> str:

@@ -219,3 +219,36 @@ def _meta(record: dict[str, Any]) -> dict[str, Any]:
         key: (value if isinstance(value, str) or value is None else json.dumps(value, default=str))
         for key, value in record.items()
     }
+
+
+# ----------------------------------------------------------------------------------- reading
+
+HISTORIES_DIR = "histories"
+REQUIRED_COLUMNS = ("history_id", "user_id", "window_id", "posts")
+
+
+def histories_files(path: str | Path) -> list[str]:
+    """Parquet files (absolute paths: Ray workers may run elsewhere) of an ingest output folder,
+    of its histories/ folder, or one file."""
+    path = Path(path).resolve()
+    if path.is_file():
+        return [str(path)]
+    if (path / HISTORIES_DIR).is_dir():
+        path = path / HISTORIES_DIR
+    files = sorted(str(p) for p in path.glob("*.parquet") if not p.name.startswith("."))
+    if not files:
+        raise PersonagenError(f"no histories Parquet in {path} (run `personagen ingest` first)")
+    return files
+
+
+def histories_schema(files: list[str]) -> pa.Schema:
+    """The unified schema of history part files (metadata columns may differ between parts)."""
+    import pyarrow.dataset as pds
+
+    schema = pa.unify_schemas([pds.dataset(f).schema for f in files])
+    missing = [name for name in REQUIRED_COLUMNS if name not in schema.names]
+    if missing:
+        raise PersonagenError(
+            f"histories lack columns {', '.join(missing)} (expected `personagen ingest` output)"
+        )
+    return schema

@@ -1,0 +1,420 @@
+"""The one LLM client of personagen: async OpenAI-compatible chat completions, made reliable.
+
+Every LLM stage (mine, judge, score, revise, query generation) goes through `LLMClient`, whatever
+the endpoint: OpenAI, vLLM, a llama.cpp server, or the embedded server personagen starts itself.
+
+- Bounded concurrency: at most `llm.concurrency` requests in flight per client (one client per
+  worker or actor); the slot is held for the request only, not while backing off.
+- Timeouts and retries: each attempt has `llm.timeout_s`; 429, 5xx, 408/409, connection errors
+  and timeouts are retried up to `llm.max_retries` times with exponential backoff and full
+  jitter, never sooner than the server's `Retry-After`. Other 4xx (bad request, auth, not found,
+  context too long) cannot succeed on retry and fail at once.
+- Structured output: `structured()` asks for JSON with the stage's schema (`response_format`),
+  parses tolerantly, validates with the stage's pydantic model, and makes one repair request
+  before giving up with `OutputError`.
+- Cache: answers are kept in a `ResponseCache` keyed by endpoint identity, model, messages,
+  sampling parameters and prompt version, so repeated work makes no new requests.
+- Accounting: every call adds to a `Usage` (the caller's, per row) and to `client.usage`.
+- Logprobs: `chat(..., top_logprobs=k)` returns the top-k alternatives of each answer token, which
+  is how inventories are scored from answer-token probabilities.
+
+The API key is handed to the `openai` client and nowhere else: not in cache keys or values, not
+in log records (it is registered with the log filter), not in errors.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import email.utils
+import logging
+import random
+import time
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+import openai
+from pydantic import BaseModel, SecretStr
+
+from personagen.config import LLMConfig
+from personagen.llm.cache import ResponseCache, cache_key
+from personagen.llm.prompts import Messages, repair_messages
+from personagen.llm.structured import OutputError, json_schema, parse_answer
+from personagen.llm.usage import Usage
+from personagen.logs import mask_secrets, register_secret
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T", bound=BaseModel)
+
+NO_KEY = "no-key"
+"""Sent when no key is configured: keyless local servers (llama.cpp, vLLM) accept any value."""
+
+RETRY_STATUS = frozenset({408, 409, 425, 429})
+FORMAT_MODES = ("json_schema", "json_object", "none")
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    """Where requests go. `identity` names the endpoint in cache keys: the base URL for a served
+    endpoint, the model file for the embedded server (whose loopback port changes every run)."""
+
+    base_url: str
+    identity: str
+    embedded: bool = False
+
+    @classmethod
+    def remote(cls, base_url: str) -> Endpoint:
+        return cls(base_url=base_url.rstrip("/"), identity=base_url.rstrip("/"))
+
+
+@dataclass(frozen=True)
+class TokenLogprob:
+    token: str
+    logprob: float
+    top: list[tuple[str, float]] = field(default_factory=list)
+    """The most likely tokens at this position with their log-probabilities (best first)."""
+
+
+@dataclass(frozen=True)
+class Completion:
+    text: str
+    finish_reason: str | None
+    prompt_tokens: int
+    completion_tokens: int
+    logprobs: list[TokenLogprob] | None = None
+    cached: bool = False
+
+    def top_logprobs(self, position: int = 0) -> list[tuple[str, float]]:
+        """(token, logprob) alternatives of answer token `position` ([] if none returned)."""
+        if not self.logprobs or position >= len(self.logprobs):
+            return []
+        return self.logprobs[position].top
+
+
+class LLMRequestError(Exception):
+    """A request failed for good: a 4xx that cannot succeed, or retries exhausted."""
+
+    def __init__(self, reason: str, retryable: bool) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.retryable = retryable
+
+
+class LLMClient:
+    """One per worker or actor; use from one event loop (the one that first awaits it)."""
+
+    def __init__(
+        self,
+        cfg: LLMConfig,
+        endpoint: Endpoint,
+        *,
+        api_key: str | SecretStr | None = None,
+        cache: ResponseCache | None = None,
+        concurrency: int | None = None,
+    ) -> None:
+        self.cfg = cfg
+        self.endpoint = endpoint
+        self.cache = cache
+        self.usage = Usage()
+        key = api_key.get_secret_value() if isinstance(api_key, SecretStr) else api_key
+        register_secret(key)
+        self._client = openai.AsyncOpenAI(
+            base_url=endpoint.base_url,
+            api_key=key or NO_KEY,
+            timeout=cfg.timeout_s,
+            max_retries=0,
+        )
+        self._slots = asyncio.Semaphore(concurrency or cfg.concurrency)
+        mode = cfg.response_format
+        if mode == "auto":
+            mode = "json_object" if endpoint.embedded else "json_schema"
+        self._format_mode = mode
+
+    @property
+    def model(self) -> str:
+        return self.cfg.model
+
+    async def aclose(self) -> None:
+        await self._client.close()
+
+    # ------------------------------------------------------------------------------ requests
+
+    async def chat(
+        self,
+        messages: Messages,
+        *,
+        prompt_version: str,
+        schema: dict[str, Any] | None = None,
+        max_tokens: int | None = None,
+        temperature: float | None = None,
+        top_logprobs: int | None = None,
+        usage: Usage | None = None,
+    ) -> Completion:
+        """One chat completion (from the cache when this exact request was answered before).
+
+        `schema` asks for a JSON answer of that shape; `top_logprobs` asks for the k most likely
+        alternatives of each answer token. Raises `LLMRequestError` when the request fails.
+        """
+        params: dict[str, Any] = {
+            "model": self.cfg.model,
+            "messages": messages,
+            "max_tokens": max_tokens or self.cfg.max_tokens,
+            "temperature": self.cfg.temperature if temperature is None else temperature,
+        }
+        if self.cfg.seed is not None:
+            params["seed"] = self.cfg.seed
+        if top_logprobs is not None:
+            params["logprobs"] = True
+            params["top_logprobs"] = top_logprobs
+        row_usage = usage if usage is not None else Usage()
+        key = None
+        if self.cache is not None:
+            key = cache_key(
+                {
+                    "endpoint": self.endpoint.identity,
+                    "params": params,
+                    "schema": schema,
+                    "format": self._format_mode if schema is not None else None,
+                    "prompt_version": prompt_version,
+                }
+            )
+            hit = self.cache.get(key)
+            if hit is not None:
+                self._count(row_usage, cache_hits=1)
+                return _completion(hit, cached=True)
+        answer = await self._request(params, schema, row_usage)
+        if key is not None and self.cache is not None:
+            self.cache.put(key, answer)
+        self._count(
+            row_usage,
+            prompt_tokens=answer["prompt_tokens"],
+            completion_tokens=answer["completion_tokens"],
+        )
+        return _completion(answer, cached=False)
+
+    async def structured(
+        self,
+        messages: Messages,
+        answer: type[T],
+        *,
+        prompt_version: str,
+        context: dict[str, Any] | None = None,
+        max_tokens: int | None = None,
+        temperature: float | None = None,
+        usage: Usage | None = None,
+    ) -> T:
+        """A validated answer of type `answer`, with one repair request if the first is invalid.
+
+        Raises `OutputError` (still invalid after the repair) or `LLMRequestError`.
+        """
+        schema = json_schema(answer)
+        kwargs: dict[str, Any] = {
+            "prompt_version": prompt_version,
+            "schema": schema,
+            "max_tokens": max_tokens,
+            "temperature": temperature,
+            "usage": usage,
+        }
+        first = await self.chat(messages, **kwargs)
+        try:
+            return parse_answer(first.text, answer, context)
+        except OutputError as exc:
+            error = _explain(exc, first)
+        self._count(usage, repairs=1)
+        second = await self.chat(repair_messages(messages, first.text, error), **kwargs)
+        try:
+            return parse_answer(second.text, answer, context)
+        except OutputError as exc:
+            raise OutputError(
+                f"invalid answer after one repair: {_explain(exc, second)} (first answer: {error})"
+            ) from None
+
+    # ------------------------------------------------------------------------------ internals
+
+    def _count(self, usage: Usage | None, **amounts: int) -> None:
+        delta = Usage(**amounts)
+        self.usage.add(delta)
+        if usage is not None:
+            usage.add(delta)
+
+    async def _request(
+        self, params: dict[str, Any], schema: dict[str, Any] | None, usage: Usage
+    ) -> dict[str, Any]:
+        attempt = 0
+        while True:
+            request = dict(params)
+            mode = self._format_mode
+            response_format = self._response_format(schema)
+            if response_format is not None:
+                request["response_format"] = response_format
+            self._count(usage, requests=1)
+            try:
+                async with self._slots:
+                    response = await asyncio.wait_for(
+                        self._client.chat.completions.create(**request),
+                        timeout=self.cfg.timeout_s,
+                    )
+                return _answer_of(response)
+            except Exception as exc:
+                if response_format is not None and _rejects_format(exc):
+                    self._downgrade_format(mode, exc)
+                    continue
+                retryable, reason, wait_hint = _classify(exc)
+                if not retryable:
+                    raise LLMRequestError(reason, retryable=False) from None
+                if attempt >= self.cfg.max_retries:
+                    raise LLMRequestError(
+                        f"{reason} (gave up after {attempt + 1} attempts)", retryable=True
+                    ) from None
+                delay = self._backoff(attempt, wait_hint)
+                log.debug("retrying in %.2fs after %s", delay, reason)
+                attempt += 1
+                self._count(usage, retries=1)
+                await asyncio.sleep(delay)
+
+    def _backoff(self, attempt: int, retry_after: float | None) -> float:
+        """Full jitter over an exponential cap, but never sooner than the server asked."""
+        cap = min(self.cfg.backoff_max_s, self.cfg.backoff_s * 2**attempt)
+        delay = random.uniform(cap / 2, cap)
+        if retry_after is not None:
+            delay = max(delay, min(retry_after, 10 * self.cfg.backoff_max_s))
+        return delay
+
+    def _response_format(self, schema: dict[str, Any] | None) -> dict[str, Any] | None:
+        if schema is None or self._format_mode == "none":
+            return None
+        if self._format_mode == "json_schema":
+            return {
+                "type": "json_schema",
+                "json_schema": {"name": "answer", "schema": schema, "strict": False},
+            }
+        # JSON mode; llama-cpp-python's server also reads `schema` and enforces it by grammar.
+        return {"type": "json_object", "schema": schema}
+
+    def _downgrade_format(self, rejected: str, exc: Exception) -> None:
+        """One step down from the rejected mode (concurrent rejections of it count once)."""
+        if self._format_mode != rejected:
+            return
+        self._format_mode = FORMAT_MODES[FORMAT_MODES.index(rejected) + 1]
+        log.warning(
+            "the endpoint rejected the structured-output request (%s); using %s from now on",
+            _short(str(exc)),
+            self._format_mode,
+        )
+
+
+# ---------------------------------------------------------------------------------- helpers
+
+
+def _answer_of(response: Any) -> dict[str, Any]:
+    """The parts of a chat completion the stages use, as plain (cacheable) data."""
+    if not response.choices:
+        raise OutputError("the endpoint returned no choices")
+    choice = response.choices[0]
+    usage = response.usage
+    logprobs = None
+    content = getattr(choice.logprobs, "content", None) if choice.logprobs else None
+    if content:
+        logprobs = [
+            {
+                "token": item.token,
+                "logprob": item.logprob,
+                "top": [[alt.token, alt.logprob] for alt in (item.top_logprobs or [])],
+            }
+            for item in content
+        ]
+    return {
+        "text": choice.message.content or "",
+        "finish_reason": choice.finish_reason,
+        "prompt_tokens": int(getattr(usage, "prompt_tokens", 0) or 0),
+        "completion_tokens": int(getattr(usage, "completion_tokens", 0) or 0),
+        "logprobs": logprobs,
+        "time": time.time(),
+    }
+
+
+def _completion(answer: dict[str, Any], cached: bool) -> Completion:
+    logprobs = None
+    if answer.get("logprobs") is not None:
+        logprobs = [
+            TokenLogprob(
+                item["token"], float(item["logprob"]), [(t, float(lp)) for t, lp in item["top"]]
+            )
+            for item in answer["logprobs"]
+        ]
+    return Completion(
+        text=answer["text"],
+        finish_reason=answer["finish_reason"],
+        prompt_tokens=answer["prompt_tokens"],
+        completion_tokens=answer["completion_tokens"],
+        logprobs=logprobs,
+        cached=cached,
+    )
+
+
+def _explain(exc: OutputError, completion: Completion) -> str:
+    if completion.finish_reason == "length":
+        return f"{exc} (the answer was cut off at the token limit)"
+    return str(exc)
+
+
+def _classify(exc: Exception) -> tuple[bool, str, float | None]:
+    """(retryable, reason, Retry-After seconds) of a failed attempt."""
+    if isinstance(exc, (asyncio.TimeoutError, openai.APITimeoutError)):
+        return True, "timeout", None
+    if isinstance(exc, openai.APIStatusError):
+        status = exc.status_code
+        reason = f"HTTP {status}: {_short(_error_message(exc))}"
+        retryable = status in RETRY_STATUS or status >= 500
+        return retryable, reason, _retry_after(exc.response.headers) if retryable else None
+    if isinstance(exc, openai.APIConnectionError):
+        return True, f"connection error: {_short(str(exc.__cause__ or exc))}", None
+    if isinstance(exc, OutputError):
+        return True, f"unusable response: {exc}", None
+    return False, f"{type(exc).__name__}: {_short(str(exc))}", None
+
+
+def _error_message(exc: openai.APIStatusError) -> str:
+    body = exc.body
+    if isinstance(body, dict):
+        inner = body.get("error", body)
+        if isinstance(inner, dict) and inner.get("message"):
+            return str(inner["message"])
+    return exc.message
+
+
+def _rejects_format(exc: Exception) -> bool:
+    """A 400/422 that complains about the structured-output request itself."""
+    if not isinstance(exc, openai.APIStatusError) or exc.status_code not in (400, 422):
+        return False
+    text = _error_message(exc).lower()
+    return any(word in text for word in ("response_format", "json_schema", "schema"))
+
+
+def _retry_after(headers: Any) -> float | None:
+    """Seconds from `retry-after-ms` or `Retry-After` (seconds or an HTTP date)."""
+    if headers is None:
+        return None
+    raw_ms = headers.get("retry-after-ms")
+    if raw_ms:
+        try:
+            return max(0.0, float(raw_ms) / 1000)
+        except ValueError:
+            pass
+    raw = headers.get("retry-after")
+    if not raw:
+        return None
+    try:
+        return max(0.0, float(raw))
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(raw)
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, when.timestamp() - time.time())
+
+
+def _short(text: str, limit: int = 300) -> str:
+    text = mask_secrets(" ".join(text.split()))
+    return text if len(text) <= limit else text[: limit - 3] + "..."

@@ -1,0 +1,56 @@
+"""Run summaries that must add up, usage and cost, and the progress line."""
+
+from __future__ import annotations
+
+from collections import Counter
+
+import pytest
+
+from personagen.config import PriceConfig
+from personagen.errors import PersonagenError
+from personagen.llm.runs import RunSummary
+from personagen.llm.usage import Usage
+from personagen.progress import progress_line
+
+
+def test_a_summary_whose_counts_do_not_add_up_is_an_error():
+    good = Counter({"mine:todo": 5, "mine:in": 5, "mine:out": 4, "mine:failed": 1})
+    RunSummary(good, ["mine"]).check()
+    lost = good | {"mine:out": 3}
+    with pytest.raises(PersonagenError, match="in 5 != out 3 \\+ failed 1"):
+        RunSummary(Counter(lost), ["mine"]).check()
+    unprocessed = good | {"mine:todo": 6}
+    with pytest.raises(PersonagenError, match="6 to do, 5 done"):
+        RunSummary(Counter(unprocessed), ["mine"]).check()
+
+
+def test_usage_round_trips_through_counters_and_prices_tokens():
+    usage = Usage(
+        requests=3,
+        retries=1,
+        repairs=1,
+        cache_hits=2,
+        prompt_tokens=2_000_000,
+        completion_tokens=500_000,
+    )
+    assert Usage.from_counts(usage.counts("judge"), "judge") == usage
+    assert Usage.from_counts(usage.counts("judge"), "mine") == Usage()
+    assert usage.cost_usd(PriceConfig(prompt=0.5, completion=2.0)) == pytest.approx(2.0)
+    assert usage.cost_usd(None) is None
+
+
+def test_progress_line_shows_rate_tokens_and_eta():
+    counts = {
+        "mine:rows": 50,
+        "mine:failed": 2,
+        "mine:prompt_tokens": 900,
+        "mine:completion_tokens": 100,
+        "mine:requests": 60,
+        "mine:cache_hits": 5,
+    }
+    line = progress_line("mine", counts, total=150, elapsed=10.0)
+    assert line == (
+        "mine: 50/150 rows (33%), 2 failed, 5.00 rows/s, 1,000 tokens, 60 requests, 5 cached,"
+        " ETA 0m20s"
+    )
+    assert progress_line("judge", {}, total=10, elapsed=3.0).endswith("ETA ?")
