@@ -39,14 +39,13 @@ import math
 import time
 from collections import Counter
 from dataclasses import dataclass
-from functools import cache
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-from pydantic import BaseModel, Field, create_model
+from pydantic import RootModel, ValidationInfo, model_validator
 
 from personagen import TRAITS
 from personagen.config import Config, LLMConfig, ScoreConfig
@@ -95,25 +94,46 @@ def item_prompt() -> Prompt:
     return load_prompt("score")
 
 
-@cache
-def batch_answer_model(instrument: Instrument) -> type[BaseModel]:
-    """The JSON answer of batch mode for the whole instrument, in its item order (the answer
-    shape recorded in the prompt version)."""
-    return answer_model(instrument.items, instrument.scale)
+class BatchAnswers(RootModel[dict[str, int]]):
+    """Batch mode's answer: item id -> scale point, for exactly the items asked (`ids`, `min`
+    and `max` in the validation context). One generic model: building a pydantic model per
+    persona's item order costs ~9 ms; the per-request order lives in the schema instead."""
+
+    @model_validator(mode="after")
+    def _asked_items(self, info: ValidationInfo) -> BatchAnswers:
+        context = info.context or {}
+        ids, lo, hi = context.get("ids", []), context.get("min"), context.get("max")
+        missing = [i for i in ids if i not in self.root]
+        extra = [i for i in self.root if i not in set(ids)]
+        off = [i for i, v in self.root.items() if lo is not None and not lo <= v <= hi]
+        problems = [
+            f"{what}: {', '.join(items[:8])}"
+            for what, items in (
+                ("missing items", missing),
+                ("unknown items", extra),
+                (f"ratings outside {lo}-{hi}", off),
+            )
+            if items
+        ]
+        if problems:
+            raise ValueError("; ".join(problems))
+        return self
 
 
-def answer_model(items: tuple[Item, ...] | list[Item], scale: Scale) -> type[BaseModel]:
-    """One integer field per item, named by the item id (in JSON), in the order given: a
-    grammar-constrained decoder then answers the items in the order they were listed."""
-    fields: dict[str, Any] = {
-        f"i{k}": (int, Field(alias=item.id, ge=scale.min, le=scale.max))
-        for k, item in enumerate(items)
+def batch_schema(items: list[Item], scale: Scale) -> dict[str, Any]:
+    """The JSON schema of one batch request: one integer property per item, in the order
+    asked (a grammar-constrained decoder answers them in this order)."""
+    rating = {"type": "integer", "minimum": scale.min, "maximum": scale.max}
+    return {
+        "type": "object",
+        "properties": {item.id: rating for item in items},
+        "required": [item.id for item in items],
+        "additionalProperties": False,
     }
-    return create_model("InventoryAnswers", **fields)
 
 
-def batch_prompt(instrument: Instrument) -> Prompt:
-    return load_prompt("score-batch", batch_answer_model(instrument))
+def batch_prompt() -> Prompt:
+    return load_prompt("score-batch", BatchAnswers)
 
 
 def scale_text(scale: Scale) -> str:
@@ -243,34 +263,32 @@ async def _ask_items(
     Stops early, cancelling the rest, once a trait can no longer reach the minimum."""
     from personagen.llm.stage import row_failure
 
-    tasks = {
-        asyncio.ensure_future(
-            ask_item(client, item_messages(params, narrative, item), usage, params)
-        ): item
-        for item in order
-    }
+    async def attempt(item: Item) -> tuple[Item, ItemAnswer | str]:
+        try:
+            return item, await ask_item(
+                client, item_messages(params, narrative, item), usage, params
+            )
+        except (OutputError, LLMRequestError) as exc:
+            return item, row_failure(exc)
+
+    tasks = [asyncio.ensure_future(attempt(item)) for item in order]
     answers: dict[str, ItemAnswer] = {}
     errors: dict[str, str] = {}
     failed: Counter[str] = Counter()
-    pending = set(tasks)
     try:
-        while pending:
-            done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
-            for task in done:
-                item = tasks[task]
-                exc = task.exception()
-                if exc is None:
-                    answers[item.id] = task.result()
-                elif isinstance(exc, (OutputError, LLMRequestError)):
-                    errors[item.id] = row_failure(exc)
-                    failed[item.trait] += 1
-                else:
-                    raise exc
+        for finished, next_done in enumerate(asyncio.as_completed(tasks), 1):
+            item, result = await next_done
+            if isinstance(result, ItemAnswer):
+                answers[item.id] = result
+                continue
+            errors[item.id] = result
+            failed[item.trait] += 1
             short = _short_traits(params, failed)
-            if short and pending:
+            if short and finished < len(tasks):
                 ids = [item.id for item in order]
                 raise TooFewItems(_too_few(short, ids, errors, params) + " (stopped early)")
     finally:
+        pending = [task for task in tasks if not task.done()]
         for task in pending:
             task.cancel()
         await asyncio.gather(*pending, return_exceptions=True)
@@ -346,13 +364,14 @@ async def _ask_batch(
     }
     answer = await client.structured(
         params.prompt.messages(data, scale_slots(scale)),
-        answer_model(items, scale),
+        BatchAnswers,
         prompt_version=params.prompt.version,
+        context={"ids": [item.id for item in items], "min": scale.min, "max": scale.max},
         max_tokens=BATCH_TOKENS_PER_ITEM * len(items) + 32,
         usage=usage,
+        schema=batch_schema(items, scale),
     )
-    values = answer.model_dump(by_alias=True)
-    return {item.id: ItemAnswer(float(values[item.id]), None, "batch") for item in items}
+    return {item.id: ItemAnswer(float(answer.root[item.id]), None, "batch") for item in items}
 
 
 # ------------------------------------------------------------------------------ the mode
@@ -412,7 +431,7 @@ def score_stage(cfg: Config, instrument: Instrument, mode: str, after: str | Non
     personas the judge rejected pass through unscored."""
     from personagen.llm.stage import LLMStage
 
-    prompt = batch_prompt(instrument) if mode == "batch" else item_prompt()
+    prompt = batch_prompt() if mode == "batch" else item_prompt()
     params = ScoreParams(instrument, mode, prompt, cfg.seed, cfg.score)
     return LLMStage(STAGE, score_row, SCORE_COLUMNS, params, KEY, after, takes)
 
