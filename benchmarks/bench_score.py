@@ -16,7 +16,7 @@
    reuses the cached persona prefix) and with the statement before the persona (no reuse).
 
     python benchmarks/bench_score.py [--latency 0.2] [--concurrency 32] [--actors 1 2]
-        [--personas 40] [--batch-personas 400] [--embedded 3] [--no-embedded]
+        [--personas 40] [--batch-personas 400] [--embedded 3] [--no-stub] [--no-embedded]
 """
 
 from __future__ import annotations
@@ -254,10 +254,12 @@ def main() -> None:
     parser.add_argument("--personas", type=int, default=40, help="per-item mode, stub")
     parser.add_argument("--batch-personas", type=int, default=400, help="batch mode, stub")
     parser.add_argument("--embedded", type=int, default=3, help="personas per mode, real model")
+    parser.add_argument("--no-stub", action="store_true")
     parser.add_argument("--no-embedded", action="store_true")
     args = parser.parse_args()
-    with tempfile.TemporaryDirectory(prefix="bench-score-") as tmp:
-        stub_part(args, Path(tmp))
+    if not args.no_stub:
+        with tempfile.TemporaryDirectory(prefix="bench-score-") as tmp:
+            stub_part(args, Path(tmp))
     if not args.no_embedded:
         embedded_part(args)
 

@@ -199,6 +199,8 @@ def check_consistency(bank: str | Path, cfg: Config) -> RunSummary:
     """`personagen consistency BANK`: check the extreme personas not checked yet, then flag."""
     start = time.perf_counter()
     bank = Path(bank).resolve()
+    if read_group(bank, "scores", [KEY]).num_rows == 0:
+        raise PersonagenError(f"bank {bank} has no scores yet (run `personagen score` first)")
     counts = check_pending(bank, cfg)
     summary = RunSummary(counts, [STAGE], time.perf_counter() - start)
     finish_run(bank, summary, cfg, STAGE)
@@ -214,8 +216,6 @@ def check_pending(bank: str | Path, cfg: Config) -> Counter[str]:
 
     bank = Path(bank).resolve()
     scores = read_group(bank, "scores", [KEY, *TRAITS])
-    if scores.num_rows == 0:
-        raise PersonagenError(f"bank {bank} has no scores yet (run `personagen score` first)")
     claims = extreme_claims(scores, cfg.score.consistency_quantile)
     checked = pa.array(sorted(done_ids(bank, STAGE, failed_stage=STAGE)), pa.string())
     todo = claims.filter(pc.invert(pc.is_in(claims.column(KEY), value_set=checked)))

@@ -122,8 +122,9 @@ class BatchAnswers(RootModel[dict[str, int]]):
 
 def batch_schema(items: list[Item], scale: Scale) -> dict[str, Any]:
     """The JSON schema of one batch request: one integer property per item, in the order
-    asked (a grammar-constrained decoder answers them in this order)."""
-    rating = {"type": "integer", "minimum": scale.min, "maximum": scale.max}
+    asked (a grammar-constrained decoder answers them in this order). The points are an enum:
+    llama.cpp's grammar ignores `minimum`/`maximum` and lets a small model answer 0 or 8."""
+    rating = {"type": "integer", "enum": list(scale.points)}
     return {
         "type": "object",
         "properties": {item.id: rating for item in items},

@@ -181,16 +181,33 @@ def test_batch_mode_one_json_answer_in_the_order_asked():
 
     def responder(body, rng):
         schema = request_schema(body)
-        seen.append(list(schema["properties"]))
+        seen.append(schema)
         return json.dumps({i: 1 + IPIP_50.item_ids().index(i) % 5 for i in schema["properties"]})
 
     with LLMTestServer(responder=responder) as server:
         out, usage = score_one(server, "batch")
     assert usage.requests == 1 and out["answer_mode"] == "batch"
-    assert seen == [out["item_ids"]]
+    assert [list(schema["properties"]) for schema in seen] == [out["item_ids"]]
+    assert {json.dumps(p) for p in seen[0]["properties"].values()} == {
+        json.dumps({"type": "integer", "enum": [1, 2, 3, 4, 5]})
+    }
     assert out["item_ids"] == [i.id for i in item_order(IPIP_50, out["score_seed"])]
     for item_id, value in by_id(out, "item_responses").items():
         assert value == 1 + IPIP_50.item_ids().index(item_id) % 5
+
+
+def test_batch_answers_off_the_scale_or_incomplete_get_one_repair():
+    def responder(body, rng):
+        ids = list(request_schema(body)["properties"])
+        if len(body["messages"]) == 2:  # first answer: one rating off the scale, one item missing
+            return json.dumps({i: 9 if k == 0 else 3 for k, i in enumerate(ids[:-1])})
+        return json.dumps(dict.fromkeys(ids, 2))
+
+    with LLMTestServer(responder=responder) as server:
+        out, usage = score_one(server, "batch")
+        repair = server.records()
+    assert usage.requests == 2 and usage.repairs == 1 and len(repair) == 2
+    assert set(out["item_responses"]) == {2.0}
 
 
 def test_batch_chunks_fail_alone_and_count_against_the_minimum():
@@ -375,6 +392,8 @@ def test_cli_errors_name_the_problem(tmp_path):
     result = runner.invoke(cli, ["score", str(bank)])
     assert result.exit_code == 2 and "no personas in" in result.output
     write_personas(bank, 2)
+    result = runner.invoke(cli, ["consistency", str(bank)])
+    assert result.exit_code == 2 and "has no scores yet" in result.output
     result = runner.invoke(cli, ["score", str(bank), "--instrument", "big-six"])
     assert result.exit_code == 2 and "unknown instrument 'big-six'" in result.output
     update_manifest(bank, score={"instrument": "ipip-neo-120"})
