@@ -88,10 +88,17 @@ def write_bank(bank: Path, n: int) -> None:
 
 
 def run_score(
-    base_url: str, workdir: Path, mode: str, personas: int, concurrency: int, actors: int, latency
+    base_url: str,
+    workdir: Path,
+    mode: str,
+    personas: int,
+    concurrency: int,
+    actors: int,
+    latency: float,
+    batch_size: int | None = None,
 ):
     """(stage req/s as the stub saw them, requests, wall seconds) of one `score` run."""
-    bank = workdir / f"bank-{mode}-{actors}"
+    bank = workdir / f"bank-{mode}-{actors}-{batch_size}"
     write_bank(bank, personas)
     cfg = load_config(
         None,
@@ -99,6 +106,7 @@ def run_score(
             f"llm.base_url={base_url}",
             f"llm.concurrency={concurrency // actors}",
             f"score.actors={actors}",
+            f"score.batch_size={batch_size if batch_size else 'null'}",
             "llm.cache=false",
             "mine.progress_s=60",
         ],
