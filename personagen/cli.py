@@ -245,7 +245,7 @@ def judge_command(cfg: Config, bank: str, histories: str | None) -> None:
 def score_command(
     cfg: Config, bank: str, instrument: str | None, mode: str | None, consistency: bool | None
 ) -> None:
-    """Personas answer a Big Five inventory as themselves; trait scores and flags (resumable)."""
+    """Personas answer a Big Five inventory as themselves; traits and flags (resumable)."""
     from personagen.llm.runs import print_summary
     from personagen.score import score
 
