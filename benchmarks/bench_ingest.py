@@ -59,8 +59,17 @@ def main() -> None:
         walls, peaks, posts = [], [], 0
         for _ in range(args.repeats):
             with tempfile.TemporaryDirectory() as out:
-                run = cmd or [sys.executable, "-m", "personagen", "ingest", str(src), "--out", out,
-                              "--set", "ray.num_cpus=2"]
+                run = cmd or [
+                    sys.executable,
+                    "-m",
+                    "personagen",
+                    "ingest",
+                    str(src),
+                    "--out",
+                    out,
+                    "--set",
+                    "ray.num_cpus=2",
+                ]
                 measured = run_measured(run)
                 if measured.returncode != 0:
                     sys.exit(f"{label} failed:\n{measured.stderr[-3000:]}")

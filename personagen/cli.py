@@ -219,6 +219,52 @@ def judge_command(cfg: Config, bank: str, histories: str | None) -> None:
     print_summary(f"judge: {bank}", summary)
 
 
+# ------------------------------------------------------------------------------------ score
+
+
+@cli.command("score")
+@click.argument("bank", type=click.Path(exists=True, file_okay=False))
+@click.option(
+    "--instrument",
+    default=None,
+    help="ipip-50, ipip-neo-120, ipip-neo-300 or a YAML/JSON file (default: score.instrument).",
+)
+@click.option(
+    "--mode",
+    type=click.Choice(["auto", "logprob", "text", "batch"]),
+    default=None,
+    help="How personas answer (default: score.mode; auto = logprob where supported).",
+)
+@click.option(
+    "--check-consistency/--no-check-consistency",
+    "consistency",
+    default=None,
+    help="Check extreme traits against the narratives afterwards (default: score.consistency).",
+)
+@common_options()
+def score_command(
+    cfg: Config, bank: str, instrument: str | None, mode: str | None, consistency: bool | None
+) -> None:
+    """Personas answer a Big Five inventory as themselves; traits and flags (resumable)."""
+    from personagen.llm.runs import print_summary
+    from personagen.score import score
+
+    summary = score(bank, cfg, instrument, mode, consistency)
+    print_summary(f"score: {bank}", summary)
+
+
+@cli.command("consistency")
+@click.argument("bank", type=click.Path(exists=True, file_okay=False))
+@common_options()
+def consistency_command(cfg: Config, bank: str) -> None:
+    """Check extreme trait scores against the narratives (judge LLM); flag contradictions."""
+    from personagen.consistency import check_consistency
+    from personagen.llm.runs import print_summary
+
+    summary = check_consistency(bank, cfg)
+    print_summary(f"consistency: {bank}", summary)
+
+
 # ------------------------------------------------------------------------------ reliability
 
 

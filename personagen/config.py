@@ -113,13 +113,26 @@ class MineConfig(Section):
     progress_s: float = Field(10.0, gt=0, description="seconds between progress lines")
 
 
-class JudgeConfig(Section):
+class StageLLMConfig(Section):
+    """An LLM stage's own endpoint and model, where they should differ from `llm`."""
+
+    base_url: str | None = Field(None, description="this stage's endpoint; unset = llm.base_url")
+    model: str | None = Field(None, description="this stage's model; unset = llm.model")
+    api_key_env: str | None = Field(None, description="this stage's key variable; unset = llm's")
+    temperature: float = Field(0.0, ge=0, le=2)
+
+    def _llm(self, llm: LLMConfig, **update: Any) -> LLMConfig:
+        """`llm` with this section's overrides (and the stage's own `update`)."""
+        update["temperature"] = self.temperature
+        for key in ("base_url", "model", "api_key_env"):
+            if getattr(self, key) is not None:
+                update[key] = getattr(self, key)
+        return llm.model_copy(update=update)
+
+
+class JudgeConfig(StageLLMConfig):
     """Quality assessment of personas against their source posts (a judge LLM)."""
 
-    base_url: str | None = Field(None, description="judge endpoint; unset = llm.base_url")
-    model: str | None = Field(None, description="judge model; unset = llm.model")
-    api_key_env: str | None = Field(None, description="judge key variable; unset = llm's")
-    temperature: float = Field(0.0, ge=0, le=2)
     max_tokens: int = Field(512, ge=1, description="answer token limit of one judgement")
     threshold: float = Field(
         3.0, ge=1, le=5, description="personas with overall below are rejected"
@@ -131,11 +144,7 @@ class JudgeConfig(Section):
 
     def endpoint(self, llm: LLMConfig) -> LLMConfig:
         """The LLM settings the judge uses: `llm` with this section's overrides."""
-        update: dict[str, Any] = {"temperature": self.temperature, "max_tokens": self.max_tokens}
-        for key in ("base_url", "model", "api_key_env"):
-            if getattr(self, key) is not None:
-                update[key] = getattr(self, key)
-        return llm.model_copy(update=update)
+        return self._llm(llm, max_tokens=self.max_tokens)
 
 
 class RayConfig(Section):
@@ -172,7 +181,7 @@ class IngestConfig(Section):
     window: WindowConfig = Field(default_factory=WindowConfig)
 
 
-class ScoreConfig(Section):
+class ScoreConfig(StageLLMConfig):
     """Psychometric scoring: the inventory, how answers are obtained, and the quality flags."""
 
     instrument: str = Field(
@@ -182,8 +191,24 @@ class ScoreConfig(Section):
         "auto",
         description="auto = logprob where the endpoint returns top_logprobs, otherwise text",
     )
+    only_kept: bool = Field(
+        False,
+        description="score only personas the judge kept; false = also those without a verdict "
+        "(personas the judge rejected are never scored)",
+    )
+    top_logprobs: int = Field(
+        20, ge=2, le=20, description="alternatives asked per answer token (logprob mode)"
+    )
+    item_retries: int = Field(
+        2, ge=0, description="re-asks after an answer that is not a point of the scale"
+    )
+    items_per_request: int | None = Field(
+        None, ge=1, description="batch mode: items per JSON answer; unset = the whole instrument"
+    )
     min_items_per_trait: int = Field(
-        8, ge=1, description="fewer answered items -> trait left empty, persona flagged"
+        8,
+        ge=1,
+        description="a persona with fewer answered items for a trait fails (recorded in failures)",
     )
     acquiescence_max: float = Field(
         1.0,
@@ -194,6 +219,20 @@ class ScoreConfig(Section):
     min_response_sd: float = Field(
         0.5, ge=0, description="flag when the answers' standard deviation is below (1-5 units)"
     )
+    consistency: bool = Field(
+        False, description="after scoring, check extreme traits against the narrative (judge LLM)"
+    )
+    consistency_quantile: float = Field(
+        0.1, gt=0, le=0.5, description="extreme = in the bank's top or bottom fraction of a trait"
+    )
+    actors: int | None = Field(None, ge=1, description="LLM actors; unset = as for mining")
+    batch_size: int | None = Field(
+        None, ge=1, description="personas per actor call; unset = enough to fill llm.concurrency"
+    )
+
+    def endpoint(self, llm: LLMConfig) -> LLMConfig:
+        """The LLM settings scoring uses: `llm` with this section's overrides."""
+        return self._llm(llm)
 
 
 class Config(Section):
@@ -209,9 +248,9 @@ class Config(Section):
         """The configuration as plain data, safe to print or to store in a manifest."""
         data = self.model_dump(mode="json")
         data["llm"]["api_key"] = "****" if self.llm.api_key() else "(not set)"
-        data["judge"]["api_key"] = (
-            "****" if self.judge.endpoint(self.llm).api_key() else "(not set)"
-        )
+        for name in ("judge", "score"):
+            section = getattr(self, name)
+            data[name]["api_key"] = "****" if section.endpoint(self.llm).api_key() else "(not set)"
         return mask_urls(data)
 
 

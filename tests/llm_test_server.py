@@ -14,7 +14,10 @@ logprobs when asked) and `GET /v1/models`, and answers each request with one out
 
 Outcomes are drawn from `Faults.rates` (the rest are ok), deterministically from the request
 body and how many times that exact body was seen, so runs are reproducible; `Faults.rules` force
-an outcome for every request whose body contains a marker. Every request is logged (body digest,
+an outcome for every request whose body contains a marker, and a `decide(body)` function given to
+the server can force one from the parsed body. A `logprobs(body)` function sets the top
+alternatives of the first answer token (None: answer without logprobs, like endpoints that lack
+them); by default they are drawn at random around the answer. Every request is logged (body digest,
 outcome, phase) so tests can tell which requests were answered and whether any was repeated.
 `hold()` parks new requests (to freeze a run at a known point), `release()` lets them
 go or drops them. With rates all zero and a fixed `latency_s` it is a fast deterministic stub.
@@ -55,6 +58,8 @@ _WORD_TEXT = (
 WORDS = tuple(_WORD_TEXT.split())
 
 Responder = Callable[[dict[str, Any], random.Random], str]
+Decider = Callable[[dict[str, Any]], str | None]
+Logprober = Callable[[dict[str, Any]], list[tuple[str, float]] | None]
 
 
 @dataclass
@@ -143,9 +148,13 @@ class LLMTestServer:
         faults: Faults | None = None,
         responder: Responder | None = None,
         port: int = 0,
+        decide: Decider | None = None,
+        logprobs: Logprober | None = None,
     ) -> None:
         self.faults = faults or Faults()
         self.responder = responder or schema_responder(self.faults.string_words)
+        self.decide = decide
+        self.logprober = logprobs
         self.port = port
         self.phase = 1
         self.log: list[Record] = []
@@ -288,6 +297,8 @@ class LLMTestServer:
             return JSONResponse({"error": {"message": "dropped by the test"}}, status_code=503)
         rng = random.Random(f"{faults.seed}:{digest}:{seen}")
         outcome = self._outcome(raw.decode("utf-8", "replace"), rng)
+        forced = self.decide(body) if self.decide is not None else None
+        outcome = forced or outcome
         if (
             faults.reject_json_schema
             and body.get("response_format", {}).get("type") == "json_schema"
@@ -361,7 +372,12 @@ class LLMTestServer:
             "logprobs": None,
         }
         if body.get("logprobs"):
-            choice["logprobs"] = {"content": _logprobs(content, body.get("top_logprobs") or 1, rng)}
+            k = body.get("top_logprobs") or 1
+            if self.logprober is None:
+                choice["logprobs"] = {"content": _logprobs(content, k, rng)}
+            else:
+                top = self.logprober(body)
+                choice["logprobs"] = None if top is None else {"content": _given(top[:k])}
         prompt_tokens = len(json.dumps(body.get("messages", []))) // 4
         completion_tokens = max(1, len(content) // 4)
         return {
@@ -407,6 +423,12 @@ def _logprobs(content: str, k: int, rng: random.Random) -> list[dict[str, Any]]:
             }
         )
     return items
+
+
+def _given(top: list[tuple[str, float]]) -> list[dict[str, Any]]:
+    """One answer token: the first of `top`, with `top` as its alternatives."""
+    alternatives = [{"token": t, "logprob": lp, "bytes": None} for t, lp in top]
+    return [{"token": top[0][0], "logprob": top[0][1], "bytes": None, "top_logprobs": alternatives}]
 
 
 def main() -> None:

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from scipy.special import logsumexp
 from scipy.stats import entropy
 
 from personagen.errors import PersonagenError
@@ -112,3 +113,15 @@ def test_distribution_properties(answers, others, shift):
 def test_a_certain_answer_is_that_answer(point, logprob):
     dist = answer_distribution({f" {point}": logprob, "x": -50.0}, LIKERT_5)
     assert dist.expected == pytest.approx(point) and dist.entropy == pytest.approx(0, abs=1e-12)
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.lists(st.tuples(answer_tokens, logprobs), min_size=1, max_size=20))
+def test_distribution_matches_scipy_logsumexp(answers):
+    """Reference: per-point log-probabilities summed with scipy's logsumexp, renormalised."""
+    by_point = [[lp for t, lp in answers if answer_point(t, SEVEN) == k] for k in range(1, 8)]
+    point_logp = np.array([logsumexp(lps) if lps else -np.inf for lps in by_point])
+    total = logsumexp(point_logp)
+    dist = answer_distribution(answers, SEVEN)
+    np.testing.assert_allclose(dist.probs, np.exp(point_logp - total), rtol=1e-9, atol=1e-15)
+    assert dist.coverage == pytest.approx(min(1.0, math.exp(total)), rel=1e-9)

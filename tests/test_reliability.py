@@ -145,6 +145,8 @@ def write_bank(bank, responses: np.ndarray, instrument: Instrument, seed: int = 
             "score_flags": quality_flags(responses, instrument),
             "score_model": ["test"] * len(responses),
             "score_prompt_version": ["v0"] * len(responses),
+            "score_seed": [seed] * len(responses),
+            "item_errors": [[]] * len(responses),
         }
     )
     write_group(bank, "scores", table)

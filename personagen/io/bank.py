@@ -7,6 +7,8 @@ Layout of a bank folder::
       personas/            group "personas"   (mine)   persona_id, narrative, attributes, ...
       quality/             group "quality"    (judge)  quality scores, kept, reject_reason
       scores/              group "scores"     (score)  item responses and the five traits
+      consistency/         group "consistency" (score --check-consistency) extreme traits
+                           checked against the narrative
       embeddings/          group "embeddings" (embed)  embedding vector
       failures/            rows that could not be processed: input id, stage, reason, attempts
 
@@ -49,6 +51,18 @@ ATTRIBUTES_TYPE = pa.struct(
         ("interests", pa.list_(pa.string())),
         ("values", pa.list_(pa.string())),
     ]
+)
+
+CONSISTENCY_TYPE = pa.list_(
+    pa.struct(
+        [
+            ("trait", pa.string()),
+            ("level", pa.string()),
+            ("score", pa.float64()),
+            ("verdict", pa.string()),
+            ("rationale", pa.string()),
+        ]
+    )
 )
 
 QUALITY_TYPE = pa.struct(
@@ -98,6 +112,16 @@ GROUPS: dict[str, pa.Schema] = {
             ("score_flags", pa.list_(pa.string())),
             ("score_model", pa.string()),
             ("score_prompt_version", pa.string()),
+            ("score_seed", pa.int64()),  # the item order's shuffle seed
+            ("item_errors", pa.list_(pa.string())),  # "<item id>: <reason>" of failed items
+        ]
+    ),
+    "consistency": pa.schema(
+        [
+            (KEY, pa.string()),
+            ("consistency", CONSISTENCY_TYPE),
+            ("consistency_model", pa.string()),
+            ("consistency_prompt_version", pa.string()),
         ]
     ),
     "embeddings": pa.schema(

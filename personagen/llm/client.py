@@ -202,12 +202,15 @@ class LLMClient:
         max_tokens: int | None = None,
         temperature: float | None = None,
         usage: Usage | None = None,
+        schema: dict[str, Any] | None = None,
     ) -> T:
         """A validated answer of type `answer`, with one repair request if the first is invalid.
 
-        Raises `OutputError` (still invalid after the repair) or `LLMRequestError`.
+        `schema`: the JSON schema to ask for where it is narrower than `answer`'s own (e.g. built
+        per request, with `answer` validating against the `context`). Raises `OutputError`
+        (still invalid after the repair) or `LLMRequestError`.
         """
-        schema = json_schema(answer)
+        schema = schema if schema is not None else json_schema(answer)
         kwargs: dict[str, Any] = {
             "prompt_version": prompt_version,
             "schema": schema,

@@ -4,8 +4,11 @@ Each LLM stage has `templates/<name>.system.md` and `templates/<name>.user.md`. 
 holds one `{{DATA}}` slot, filled with the stage's input as JSON between `<data>` and `</data>`;
 the system prompt says that block is data, never instructions. JSON encoding escapes quotes and
 newlines, and `<`/`>` are escaped too, so no user text can close the block or pose as the prompt.
+Other `{{NAME}}` slots take short trusted text from the stage itself (e.g. a scale's range).
+A stage whose answers are not JSON may bring its own `templates/<name>.repair.md` (the message
+that asks again after an unusable answer); the others share `repair.user.md`.
 
-`Prompt.version` = name + a hash of both templates and the answer schema; it is stored with every
+`Prompt.version` = name + a hash of the templates and the answer schema; it is stored with every
 output row and is part of the response-cache key, so editing a template invalidates old answers.
 """
 
@@ -13,6 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import cache
 from importlib import resources
@@ -28,8 +32,12 @@ ERROR_SLOT = "{{ERROR}}"
 Messages = list[dict[str, str]]
 
 
+def _template_file(name: str) -> Any:
+    return resources.files("personagen.llm").joinpath("templates", name)
+
+
 def _template(name: str) -> str:
-    return resources.files("personagen.llm").joinpath("templates", name).read_text("utf-8")
+    return _template_file(name).read_text("utf-8")
 
 
 def encode_data(data: Any) -> str:
@@ -54,27 +62,38 @@ class Prompt:
     user: str
     schema: dict[str, Any]
     version: str
+    repair: str
+    """The message that asks again after an unusable answer ({{ERROR}}: what was wrong)."""
 
-    def messages(self, data: Any) -> Messages:
-        """The chat messages for one input; `data` goes in the user message, as data."""
+    def messages(self, data: Any, slots: Mapping[str, str] | None = None) -> Messages:
+        """The chat messages for one input; `data` goes in the user message, as data, and
+        each `slots` entry replaces `{{NAME}}` there as given (trusted text only)."""
+        user = self.user
+        for name, value in (slots or {}).items():
+            user = user.replace("{{" + name + "}}", value)
         return [
             {"role": "system", "content": self.system},
-            {"role": "user", "content": self.user.replace(DATA_SLOT, encode_data(data), 1)},
+            {"role": "user", "content": user.replace(DATA_SLOT, encode_data(data), 1)},
         ]
+
+    def repair_messages(self, messages: Messages, answer: str, error: str) -> Messages:
+        return repair_messages(messages, answer, error, self.repair)
 
 
 @cache
-def load_prompt(name: str, answer: type[BaseModel]) -> Prompt:
-    """The stage prompt `name` whose answers are instances of `answer`."""
+def load_prompt(name: str, answer: type[BaseModel] | None = None) -> Prompt:
+    """The stage prompt `name` whose answers are instances of `answer` (None: plain text)."""
     system = _template(f"{name}.system.md").strip()
     user = _template(f"{name}.user.md").strip()
     if DATA_SLOT not in user:
         raise ValueError(f"template {name}.user.md lacks the {DATA_SLOT} slot")
-    schema = json_schema(answer)
+    own_repair = _template_file(f"{name}.repair.md")
+    repair = own_repair.read_text("utf-8").strip() if own_repair.is_file() else repair_template()
+    schema = json_schema(answer) if answer is not None else {}
     digest = hashlib.sha256(
-        "\0".join([system, user, repair_template(), json.dumps(schema, sort_keys=True)]).encode()
+        "\0".join([system, user, repair, json.dumps(schema, sort_keys=True)]).encode()
     ).hexdigest()
-    return Prompt(name, system, user, schema, f"{name}-{digest[:12]}")
+    return Prompt(name, system, user, schema, f"{name}-{digest[:12]}", repair)
 
 
 @cache
@@ -82,12 +101,15 @@ def repair_template() -> str:
     return _template("repair.user.md").strip()
 
 
-def repair_messages(messages: Messages, answer: str, error: str, limit: int = 4000) -> Messages:
+def repair_messages(
+    messages: Messages, answer: str, error: str, template: str | None = None, limit: int = 4000
+) -> Messages:
     """The conversation of one repair request: the bad answer and what was wrong with it."""
+    text = template if template is not None else repair_template()
     return [
         *messages,
         {"role": "assistant", "content": answer[:limit]},
-        {"role": "user", "content": repair_template().replace(ERROR_SLOT, error)},
+        {"role": "user", "content": text.replace(ERROR_SLOT, error)},
     ]
 
 

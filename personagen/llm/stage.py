@@ -9,10 +9,12 @@ flight). Each output row carries, besides the stage's columns:
     <stage>__attempts  requests made for the row (retries and repairs included) + cache hits
     <stage>__<usage>   the row's token accounting (see `personagen.llm.usage.Usage`)
 
-Stages chain (mine -> judge): a row that failed an earlier stage passes through a later one
-untouched. `BankStageSink` then writes each stage's successful rows to its bank group and its
-failed rows to `failures`, and returns the counters that make up the run summary
-(`<stage>:in = <stage>:out + <stage>:failed`, plus usage).
+Stages chain (mine -> judge -> score): a row that failed an earlier stage, or that a stage's
+`wants` predicate declines (e.g. scoring only the personas the judge kept), passes through a
+later one untouched (its `<stage>__attempts` stays null). `BankStageSink` then writes each
+stage's successful rows to its bank group and its failed rows to `failures`, and returns the
+counters that make up the run summary (`<stage>:in = <stage>:out + <stage>:failed`, declined
+rows as `<stage>:skipped`, plus usage).
 """
 
 from __future__ import annotations
@@ -55,7 +57,9 @@ class LLMStage:
     params: Any
     id_column: str = KEY
     after: str | None = None
-    """The stage whose failed rows this one skips."""
+    """The stage whose failed (or skipped) rows this one skips."""
+    wants: Callable[[dict[str, Any], Any], bool] | None = None
+    """`wants(row, params)`: whether this stage takes the row at all (None: every row)."""
 
     def error_column(self) -> str:
         return f"{self.name}__error"
@@ -124,7 +128,12 @@ class LLMStageActor:
 
     async def _one(self, row: dict[str, Any]) -> dict[str, Any]:
         stage = self.stage
-        if stage.after is not None and row.get(f"{stage.after}__error") is not None:
+        if stage.after is not None and (
+            row.get(f"{stage.after}__error") is not None
+            or row.get(f"{stage.after}__attempts") is None
+        ):
+            return {}
+        if stage.wants is not None and not stage.wants(row, stage.params):
             return {}
         usage = Usage()
         out: dict[str, Any]
@@ -180,12 +189,16 @@ def split_stage_rows(
     failures = []
     for stage, group, id_column in plan:
         errors = table.column(f"{stage}__error")
-        ok = pc.and_(alive, pc.is_null(errors))
-        failed = pc.and_(alive, pc.is_valid(errors))
-        counts[f"{stage}:in"] += pc.sum(alive).as_py() or 0
+        taken = pc.and_(alive, pc.is_valid(table.column(f"{stage}__attempts")))
+        ok = pc.and_(taken, pc.is_null(errors))
+        failed = pc.and_(taken, pc.is_valid(errors))
+        counts[f"{stage}:in"] += pc.sum(taken).as_py() or 0
         counts[f"{stage}:out"] += pc.sum(ok).as_py() or 0
         counts[f"{stage}:failed"] += pc.sum(failed).as_py() or 0
-        reached = table.filter(alive)
+        skipped = pc.sum(pc.and_(alive, pc.invert(taken))).as_py() or 0
+        if skipped:
+            counts[f"{stage}:skipped"] += skipped
+        reached = table.filter(taken)
         for name in USAGE_FIELDS:
             counts[f"{stage}:{name}"] += pc.sum(reached.column(f"{stage}__{name}")).as_py() or 0
         bad = table.filter(failed)
@@ -332,3 +345,29 @@ def map_llm_stage(
         num_cpus=pool.actor_cpus,
         label_selector=here if endpoint.embedded else None,
     )
+
+
+def run_table_stage(
+    table: pa.Table,
+    stage: LLMStage,
+    group: str,
+    llm: LLMConfig,
+    endpoint: Endpoint,
+    pool: PoolSettings,
+    bank: str | Path,
+    cache_dir: str | None,
+    progress_s: float,
+) -> Counter[str]:
+    """Run one LLM stage over rows the driver holds (e.g. a bank's pending personas) into one
+    bank group; returns the sink's counters."""
+    import ray
+
+    from personagen.progress import progress_counter
+
+    ds = ray.data.from_arrow(table)
+    ds = ds.repartition(target_num_rows_per_block=rows_per_block(table.num_rows, pool))
+    sink = BankStageSink(bank, [(stage.name, group, stage.id_column)])
+    with progress_counter([stage.name], {stage.name: table.num_rows}, progress_s) as progress:
+        ds = map_llm_stage(ds, stage, llm, endpoint, pool, cache_dir, progress)
+        ds.write_datasink(sink)
+    return sink.counts

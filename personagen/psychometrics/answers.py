@@ -14,12 +14,12 @@ must be single digits (0-9), since a longer number is not one token.
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 import numpy as np
-from scipy.special import logsumexp
 
 from personagen.errors import PersonagenError
 from personagen.psychometrics.instruments import Scale
@@ -70,22 +70,27 @@ def answer_distribution(
             f"logprob answers need single-digit scale points; the scale is {scale.min}-{scale.max}"
         )
     pairs = list(top_logprobs.items() if isinstance(top_logprobs, Mapping) else top_logprobs)
-    points = np.array(scale.points)
-    by_point: list[list[float]] = [[] for _ in points]
+    index, logps = [], []
     for token, logprob in pairs:
         point = answer_point(token, scale)
-        if point is not None and np.isfinite(logprob):
-            by_point[point - scale.min].append(float(logprob))
-    point_logp = np.array([logsumexp(lps) if lps else -np.inf for lps in by_point])
-    if not np.isfinite(point_logp).any():
+        if point is not None and math.isfinite(logprob):
+            index.append(point - scale.min)
+            logps.append(float(logprob))
+    if not logps:
         seen = ", ".join(repr(token) for token, _ in pairs[:10]) or "none"
         raise NoScaleAnswer(f"no {scale.min}-{scale.max} answer among the top tokens ({seen})")
-    total = logsumexp(point_logp)
-    probs = np.exp(point_logp - total)
+    # log-sum-exp by hand: scipy's logsumexp costs ~0.2 ms a call, and this runs once per item
+    shift = max(logps)
+    size = scale.max - scale.min + 1
+    mass = np.bincount(index, weights=np.exp(np.array(logps) - shift), minlength=size)
+    total = mass.sum()
+    probs = mass / total
     nonzero = probs[probs > 0]
     return AnswerDistribution(
         probs=tuple(float(p) for p in probs),
-        expected=float(np.clip(np.dot(points, probs), scale.min, scale.max)),
+        expected=float(
+            np.clip(np.dot(np.arange(scale.min, scale.max + 1), probs), scale.min, scale.max)
+        ),
         entropy=float(-np.sum(nonzero * np.log(nonzero))),
-        coverage=float(min(np.exp(total), 1.0)),
+        coverage=float(min(math.exp(shift) * total, 1.0)),
     )

@@ -10,6 +10,13 @@ every scale. Input is (n, items) in the instrument's item order, NaN where an it
   gives the same answer to everything, or nearly so).
 - `missing_items:<trait>`: fewer than `min_items_per_trait` of the trait's items were answered;
   the trait score is then left empty.
+
+Set by the scoring stage (`personagen.score`), not computed from answers alone:
+
+- `failed_items:<n>`: n items got no answer (requests that failed after retries, or answers off
+  the scale); their responses are null and the reasons are in `item_errors`.
+- `inconsistent:<trait>`: the narrative contradicts the persona's extreme score on the trait
+  (the consistency check, `personagen consistency`).
 """
 
 from __future__ import annotations
@@ -24,6 +31,8 @@ ACQUIESCENT = "acquiescent"
 NAY_SAYING = "nay_saying"
 LOW_VARIANCE = "low_variance"
 MISSING_ITEMS = "missing_items:"
+FAILED_ITEMS = "failed_items:"
+INCONSISTENT = "inconsistent:"
 
 
 def _row_mean(values: np.ndarray) -> np.ndarray:
