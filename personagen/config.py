@@ -78,11 +78,34 @@ class IngestConfig(Section):
     window: WindowConfig = Field(default_factory=WindowConfig)
 
 
+class ReferenceConfig(Section):
+    """How human reference distributions are loaded (see `personagen reference show`)."""
+
+    min_rows: int = Field(
+        50, ge=1, description="fewest rows a reference or a --group/--countries subset may have"
+    )
+    builtin_rows: int = Field(
+        20000, ge=100, description="rows sampled from a builtin:<group> summary"
+    )
+
+
+class EvaluateConfig(Section):
+    """Distribution metrics and their noise floors (`personagen evaluate`, align reports)."""
+
+    energy_max_rows: int = Field(
+        5000, ge=100, description="energy distance uses a seeded subsample beyond this many rows"
+    )
+    sliced_projections: int = Field(128, ge=8, description="directions of sliced Wasserstein")
+    floor_repeats: int = Field(5, ge=1, description="reference sample pairs behind a noise floor")
+
+
 class Config(Section):
     seed: int = Field(0, description="seed of every random choice (sampling, shuffles)")
     ray: RayConfig = Field(default_factory=RayConfig)
     llm: LLMConfig = Field(default_factory=LLMConfig)
     ingest: IngestConfig = Field(default_factory=IngestConfig)
+    reference: ReferenceConfig = Field(default_factory=ReferenceConfig)
+    evaluate: EvaluateConfig = Field(default_factory=EvaluateConfig)
 
     def masked(self) -> dict[str, Any]:
         """The configuration as plain data, safe to print or to store in a manifest."""
