@@ -181,6 +181,16 @@ def build_builtin(
     return document
 
 
+def describe_build(document: dict[str, Any]) -> str:
+    """One line: the groups offered and withheld, with their respondents."""
+    offered = ", ".join(f"{k} {v['respondents']:,}" for k, v in document["groups"].items())
+    withheld = ", ".join(f"{k} {v:,}" for k, v in document["withheld"].items()) or "none"
+    return (
+        f"{len(document['groups'])} groups ({offered}); withheld "
+        f"(< {document['min_respondents']} respondents): {withheld}"
+    )
+
+
 # --------------------------------------------------------------------------- load
 
 
