@@ -26,6 +26,7 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
@@ -344,7 +345,7 @@ def _read_item_file(path: str, fmt: _ItemFormat) -> tuple[pa.Table, dict[str, An
         counts["rows_read"] += n
         raw = np.column_stack(
             [batch.column(c).to_numpy(zero_copy_only=False) for c in item_cols]
-        ).astype(np.float64)
+        ).astype(np.float64, copy=False)
         if keying is None:
             keying = detect_keying(raw, fmt.instrument, fmt.zero_is_missing, item_cols)
             flip = np.isin(item_cols, keying["reflected_columns"])
@@ -374,13 +375,14 @@ def _read_item_file(path: str, fmt: _ItemFormat) -> tuple[pa.Table, dict[str, An
         chunked = pa.chunked_array(parts, type=parts[0].type) if parts else pa.array([])
         columns[out] = _clean_meta(out, chunked, notes)
     if "country" in columns:
-        columns["region"] = pa.array(
-            [regions.region_of(c) for c in columns["country"].to_pylist()], pa.string()
-        )
+        columns["region"] = _map_distinct(columns["country"], regions.region_of)
     table = pa.table(columns)
 
     first = _first_of_duplicates(
-        codes, table, [c for c in ("country", "age", "gender") if c in meta.values()]
+        codes,
+        scale.max + 1,
+        table,
+        [c for c in ("country", "age", "gender") if c in meta.values()],
     )
     duplicates = table.num_rows - int(first.sum())
     table = table.filter(pa.array(first))
@@ -506,36 +508,43 @@ def _enough_answered(
     return ok
 
 
-def _first_of_duplicates(codes: np.ndarray, table: pa.Table, meta: list[str]) -> np.ndarray:
-    """True for the first occurrence of each (item answers, metadata) combination."""
-    if codes.shape[0] == 0:
-        return np.zeros(0, dtype=bool)
-    keys = [np.ascontiguousarray(codes).view(np.dtype((np.void, codes.shape[1])))[:, 0]]
+def _first_of_duplicates(
+    codes: np.ndarray, base: int, table: pa.Table, meta: list[str]
+) -> np.ndarray:
+    """True for the first occurrence of each (item answers, metadata) combination.
+
+    The answers (0 = missing, 1..base-1) are packed 21 to an int64 so the hash-based
+    `pandas.DataFrame.duplicated` sees a few integer columns: O(n), a second for 1M rows.
+    """
+    import pandas as pd
+
+    per_word = int(np.floor(63 / np.log2(base)))
+    keys: dict[str, Any] = {}
+    for w, start in enumerate(range(0, codes.shape[1], per_word)):
+        block = codes[:, start : start + per_word].astype(np.int64)
+        keys[f"items{w}"] = block @ (base ** np.arange(block.shape[1], dtype=np.int64))
     for col in meta:
-        values = table.column(col).to_pylist()
-        _, inverse = np.unique(np.array([repr(v) for v in values]), return_inverse=True)
-        keys.append(inverse.astype(np.int64))
-    if len(keys) == 1:
-        _, first = np.unique(keys[0], return_index=True)
-    else:
-        _, item_ids = np.unique(keys[0], return_inverse=True)
-        combined = np.column_stack([item_ids.astype(np.int64), *keys[1:]])
-        _, first = np.unique(combined, axis=0, return_index=True)
-    mask = np.zeros(codes.shape[0], dtype=bool)
-    mask[first] = True
-    return mask
+        keys[col] = table.column(col).to_pandas()
+    return ~pd.DataFrame(keys).duplicated(keep="first").to_numpy()
+
+
+def _map_distinct(values: pa.Array | pa.ChunkedArray, func: Any) -> pa.Array:
+    """`func` applied to each distinct string once, then spread back over the rows."""
+    if isinstance(values, pa.ChunkedArray):
+        values = values.combine_chunks()
+    encoded = pc.dictionary_encode(values.cast(pa.string()))
+    mapped = pa.array([func(v) for v in encoded.dictionary.to_pylist()], pa.string())
+    return mapped.take(encoded.indices)
 
 
 def _clean_meta(column: str, values: pa.ChunkedArray, notes: dict[str, int]) -> pa.Array:
     if column == "country":
-        raw = values.cast(pa.string()).to_pylist()
-        clean = [regions.normalize_country(v) for v in raw]
-        notes["country_not_a_country_code"] = sum(
-            1
-            for r, c in zip(raw, clean, strict=True)
-            if c is None and r is not None and str(r).strip()
-        )
-        return pa.array(clean, pa.string())
+        raw = values.cast(pa.string())
+        clean = _map_distinct(raw, regions.normalize_country)
+        given = pc.and_(pc.is_valid(raw), pc.not_equal(pc.utf8_trim_whitespace(raw), ""))
+        lost = pc.and_(pc.fill_null(given, False), pc.is_null(clean))
+        notes["country_not_a_country_code"] = int(pc.sum(lost).as_py() or 0)
+        return clean
     if column == "age":
         ages = values.cast(pa.float64()).to_numpy(zero_copy_only=False)
         lo, hi = AGE_RANGE
@@ -629,9 +638,7 @@ def _read_trait_table(path: str) -> tuple[pa.Table, dict[str, Any], str]:
         else:
             columns[col] = table.column(col).cast(pa.string())
     if "country" in columns and "region" not in columns:
-        columns["region"] = pa.array(
-            [regions.region_of(c) for c in columns["country"].to_pylist()], pa.string()
-        )
+        columns["region"] = _map_distinct(columns["country"], regions.region_of)
     out = pa.table(columns).filter(pa.array(keep))
     _record(
         cleaning, "missing_traits", int(missing_rows.sum()), "row dropped if a trait is null/NaN"
