@@ -27,6 +27,7 @@ from personagen.evaluate.metrics import (
     kish_ess,
     noise_floor,
     projected_w2,
+    weighted_corr,
     weighted_ks,
 )
 from personagen.evaluate.report import write_report
@@ -95,6 +96,20 @@ def test_projected_w2_equals_pot_wasserstein_1d():
     a, b = a / a.sum(), b / b.sum()
     pot = ot.wasserstein_1d(u.T, v.T, a, b, p=2)
     np.testing.assert_allclose(projected_w2(u, v, a, b), pot, rtol=1e-10)
+
+
+def test_weights_act_as_replicated_rows():
+    """Integer weights on either side give exactly the metrics of the replicated sample."""
+    rng = np.random.default_rng(4)
+    x, y = _sample(rng, 50, 0.2), _sample(rng, 60)
+    cx, cy = rng.integers(1, 4, size=50), rng.integers(1, 4, size=60)
+    replicated = distribution_metrics(np.repeat(x, cx, axis=0), np.repeat(y, cy, axis=0))
+    weighted = distribution_metrics(x, y, x_weights=cx * 1.0, y_weights=cy * 1.0)
+    for key in ("energy", "sliced_wasserstein", *HEADLINE[2:]):
+        assert weighted[key] == pytest.approx(replicated[key], rel=1e-9, abs=1e-12), key
+    np.testing.assert_allclose(
+        weighted_corr(y, cy * 1.0), np.corrcoef(np.repeat(y, cy, axis=0), rowvar=False)
+    )
 
 
 def test_moments_and_correlation_errors():

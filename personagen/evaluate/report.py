@@ -29,6 +29,7 @@ from personagen.evaluate.metrics import (
     floor_ratios,
     kish_ess,
     noise_floor,
+    weighted_corr,
 )
 
 LABELS = {
@@ -49,25 +50,32 @@ def compare(
     before: np.ndarray | None = None,
     *,
     weights: np.ndarray | None = None,
+    reference_weights: np.ndarray | None = None,
     seed: int = 0,
     floor_repeats: int = 5,
     energy_max_rows: int = ENERGY_MAX_ROWS,
     n_projections: int = SLICED_PROJECTIONS,
 ) -> dict[str, Any]:
-    """Metrics of `after` (and `before`) against the reference, each with its own-size floor."""
+    """Metrics of `after` (and `before`) against the reference, each with its own-size floor.
+
+    `weights` are the alignment's candidate weights (summarised: ESS, spread);
+    `reference_weights` are survey weights of the reference rows (its `weight` column).
+    """
     opts = {"seed": seed, "energy_max_rows": energy_max_rows, "n_projections": n_projections}
     floors: dict[int, dict[str, Any]] = {}
 
     def floor_for(n: int) -> dict[str, Any]:
         if n not in floors:
-            floors[n] = noise_floor(reference, n, repeats=floor_repeats, **opts)
+            floors[n] = noise_floor(
+                reference, n, repeats=floor_repeats, weights=reference_weights, **opts
+            )
         return floors[n]
 
     sets: dict[str, Any] = {}
     for name, x in (("before", before), ("after", after)):
         if x is None:
             continue
-        metrics = distribution_metrics(x, reference, **opts)
+        metrics = distribution_metrics(x, reference, y_weights=reference_weights, **opts)
         floor = floor_for(x.shape[0])
         sets[name] = {"metrics": metrics, "floor": floor, "x_floor": floor_ratios(metrics, floor)}
     report: dict[str, Any] = {
@@ -117,6 +125,7 @@ def write_report(
     before: np.ndarray | None = None,
     info: dict[str, Any],
     weights: np.ndarray | None = None,
+    reference_weights: np.ndarray | None = None,
     seed: int = 0,
     floor_repeats: int = 5,
     energy_max_rows: int = ENERGY_MAX_ROWS,
@@ -132,13 +141,21 @@ def write_report(
         after,
         before,
         weights=weights,
+        reference_weights=reference_weights,
         seed=seed,
         floor_repeats=floor_repeats,
         energy_max_rows=energy_max_rows,
         n_projections=n_projections,
     )
     return render_report(
-        out_dir, report, info=info, reference=reference, after=after, before=before, weights=weights
+        out_dir,
+        report,
+        info=info,
+        reference=reference,
+        after=after,
+        before=before,
+        weights=weights,
+        reference_weights=reference_weights,
     )
 
 
@@ -151,6 +168,7 @@ def render_report(
     after: np.ndarray,
     before: np.ndarray | None = None,
     weights: np.ndarray | None = None,
+    reference_weights: np.ndarray | None = None,
 ) -> tuple[Path, Path]:
     """Write a `compare` result (plus `info`) as report.json and report.html."""
     out = Path(out_dir)
@@ -160,8 +178,8 @@ def render_report(
     text = json.dumps(document, indent=2, default=_jsonable, allow_nan=False)
     _atomic_write(json_path, text + "\n")
     figures = {
-        "histograms": _histograms(reference, after, before),
-        "correlations": _heatmaps(reference, after, before),
+        "histograms": _histograms(reference, after, before, reference_weights),
+        "correlations": _heatmaps(reference, after, before, reference_weights),
     }
     if weights is not None:
         figures["weights"] = _weights_figure(np.asarray(weights, dtype=np.float64))
@@ -200,7 +218,12 @@ def _png(fig: Any) -> str:
     return base64.b64encode(buffer.getvalue()).decode("ascii")
 
 
-def _histograms(reference: np.ndarray, after: np.ndarray, before: np.ndarray | None) -> str:
+def _histograms(
+    reference: np.ndarray,
+    after: np.ndarray,
+    before: np.ndarray | None,
+    reference_weights: np.ndarray | None,
+) -> str:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -212,6 +235,7 @@ def _histograms(reference: np.ndarray, after: np.ndarray, before: np.ndarray | N
         ax.hist(
             reference[:, j],
             bins=edges,
+            weights=reference_weights,
             density=True,
             color=_COLOURS["reference"],
             alpha=0.3,
@@ -245,22 +269,26 @@ def _histograms(reference: np.ndarray, after: np.ndarray, before: np.ndarray | N
     return _png(fig)
 
 
-def _heatmaps(reference: np.ndarray, after: np.ndarray, before: np.ndarray | None) -> str:
+def _heatmaps(
+    reference: np.ndarray,
+    after: np.ndarray,
+    before: np.ndarray | None,
+    reference_weights: np.ndarray | None,
+) -> str:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    panels = [("reference", reference)]
+    panels = [("reference", weighted_corr(reference, reference_weights))]
     if before is not None:
-        panels.append(("before", before))
-    panels.append(("after", after))
+        panels.append(("before", weighted_corr(before, None)))
+    panels.append(("after", weighted_corr(after, None)))
     short = [t[:4] for t in TRAITS]
     fig, axes = plt.subplots(1, len(panels), figsize=(3.6 * len(panels), 3.3))
     axes = np.atleast_1d(axes)
     image = None
-    for ax, (name, x) in zip(axes, panels, strict=True):
-        corr = np.corrcoef(x, rowvar=False)
+    for ax, (name, corr) in zip(axes, panels, strict=True):
         image = ax.imshow(corr, vmin=-1, vmax=1, cmap="RdBu_r")
         for i in range(len(TRAITS)):
             for k in range(len(TRAITS)):

@@ -38,6 +38,7 @@ def evaluate(
         ref_x,
         after.trait_matrix(),
         earlier.trait_matrix() if earlier else None,
+        reference_weights=ref.weights(),
         seed=cfg.seed,
         floor_repeats=cfg.evaluate.floor_repeats,
         energy_max_rows=cfg.evaluate.energy_max_rows,
@@ -60,5 +61,6 @@ def evaluate(
             reference=ref_x,
             after=after.trait_matrix(),
             before=earlier.trait_matrix() if earlier else None,
+            reference_weights=ref.weights(),
         )
     return report, paths
