@@ -317,7 +317,6 @@ def test_builtin_file_is_reproducible_from_the_source():
         )
 
 
-@pytest.mark.slow
 def test_copula_is_about_as_close_to_the_source_as_another_source_sample():
     """Energy distance of copula samples to half the source, over the noise floor (two halves
     of the source): measured about 1.25x for the global group at n = 1,500; must stay < 1.6x.

@@ -43,7 +43,6 @@ from personagen.psychometrics.instruments import (
 from personagen.psychometrics.scoring import keyed_responses, trait_scores
 
 KINDS = ("big5", "ipip-ffm", "spi", "builtin")
-OPTIONAL_COLUMNS = ("country", "region", "age", "gender", "weight")
 MIN_ANSWERED = 0.8
 """A trait is scored only when at least this share of its items was answered (8 of 10)."""
 AGE_RANGE = (10, 100)
@@ -628,14 +627,11 @@ def _read_trait_table(path: str) -> tuple[pa.Table, dict[str, Any], str]:
         columns["weight"] = pa.array(w)
     else:
         bad_w = np.zeros_like(keep)
-    for col in ("country", "age", "gender", "region"):
-        if col not in table.column_names:
-            continue
-        if col == "country":
-            columns["country"] = _clean_meta("country", table.column("country"), notes)
-        elif col == "age":
-            columns["age"] = _clean_meta("age", table.column("age"), notes)
-        else:
+    for col in ("country", "age"):
+        if col in table.column_names:
+            columns[col] = _clean_meta(col, table.column(col), notes)
+    for col in ("gender", "region"):
+        if col in table.column_names:
             columns[col] = table.column(col).cast(pa.string())
     if "country" in columns and "region" not in columns:
         columns["region"] = _map_distinct(columns["country"], regions.region_of)
