@@ -468,7 +468,7 @@ def detect_keying(
             by_correlation.append(columns[j])
     names = [columns[j] for j in np.flatnonzero(reflected)]
     rule = (
-        f"{len(names)} item columns stored reflected ({lo}+{hi}-x) are un-reflected before "
+        f"{len(names)} item columns stored reflected ({lo + hi} - x) are un-reflected before "
         f"scoring: {' '.join(names)}"
         if names
         else "item columns stored as raw answers (no reflected columns found)"
