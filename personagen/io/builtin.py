@@ -20,7 +20,7 @@ from __future__ import annotations
 import json
 from datetime import date
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pyarrow as pa
@@ -29,6 +29,9 @@ from scipy import special, stats
 from personagen import TRAITS
 from personagen.errors import PersonagenError
 from personagen.io import regions
+
+if TYPE_CHECKING:
+    from personagen.io.reference import Reference
 
 BUILTIN_PATH = Path(__file__).resolve().parents[1] / "data" / "reference_builtin.json"
 FORMAT = "personagen-builtin-reference/1"
@@ -230,7 +233,7 @@ def load_builtin(
     seed: int = 0,
     rows: int | None = None,
     path: str | Path = BUILTIN_PATH,
-) -> Any:
+) -> Reference:
     """`builtin:<name>` (optionally narrowed by `group`) as a sampled `Reference`."""
     from personagen.io.reference import Reference, check_rows
 
