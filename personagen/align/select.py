@@ -1,0 +1,63 @@
+"""From per-candidate masses to the chosen personas: distinct (capacity one) or with replacement.
+
+Without replacement we use probability-proportional-to-size (pi-ps) sampling: each candidate gets
+an inclusion probability `pi_j = min(1, c * w_j)` with `sum(pi) = n`, and systematic sampling
+draws exactly `n` distinct candidates with exactly those inclusion probabilities. This keeps the
+weights' meaning (unlike successive draws without replacement, which flatten large weights) and
+has lower variance than independent draws. With replacement, systematic resampling gives each
+candidate floor(n w_j) or ceil(n w_j) copies.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+def inclusion_probabilities(weights: np.ndarray, n: int) -> np.ndarray:
+    """pi_j = min(1, c w_j) with sum(pi) = n (iterative capping of the largest weights)."""
+    w = np.asarray(weights, dtype=np.float64)
+    if np.any(w < 0) or not np.all(np.isfinite(w)):
+        raise ValueError("weights must be finite and non-negative")
+    positive = int(np.count_nonzero(w))
+    if n > positive:
+        raise ValueError(f"cannot choose {n} distinct candidates: only {positive} have weight > 0")
+    pi = np.zeros_like(w)
+    capped = np.zeros(w.shape, dtype=bool)
+    while True:
+        free = ~capped
+        budget = n - np.count_nonzero(capped)
+        if budget == 0:
+            break
+        scale = budget / w[free].sum()
+        pi[free] = w[free] * scale
+        over = free & (pi >= 1.0)
+        if not over.any():
+            break
+        capped |= over
+        pi[capped] = 1.0
+    return pi
+
+
+def systematic_sample(pi: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Indices drawn by systematic sampling in a random order; distinct when all pi <= 1.
+
+    Draws round(sum(pi)) units; candidate j is drawn floor or ceil of pi_j times, and with
+    probability frac(pi_j) the extra one, so E[count_j] = pi_j. Returned sorted.
+    """
+    pi = np.asarray(pi, dtype=np.float64)
+    order = rng.permutation(pi.size)
+    edges = np.concatenate(([0.0], np.cumsum(pi[order])))
+    total = round(float(edges[-1]))
+    edges[-1] = total
+    points = rng.random() + np.arange(total)
+    hits = np.searchsorted(edges, points, side="right") - 1
+    return np.sort(order[hits])
+
+
+def choose(weights: np.ndarray, n: int, *, replace: bool, seed: int) -> np.ndarray:
+    """`n` candidate indices from non-negative weights (distinct unless `replace`), sorted."""
+    rng = np.random.default_rng(seed)
+    w = np.asarray(weights, dtype=np.float64)
+    if replace:
+        return systematic_sample(w * (n / w.sum()), rng)
+    return systematic_sample(inclusion_probabilities(w, n), rng)
