@@ -309,5 +309,81 @@ def evaluate_command(
         click.echo(f"report: {paths[1]} (numbers: {paths[0]})")
 
 
+# ------------------------------------------------------------------------------------ align
+
+
+@cli.command("align")
+@click.option(
+    "--personas", required=True, metavar="P", help="Bank folder or Parquet file with traits."
+)
+@click.option(
+    "--reference",
+    "reference",
+    required=True,
+    metavar="R",
+    help="Trait table, big5:PATH, ipip-ffm:PATH, spi:PATH or builtin:<group>.",
+)
+@click.option("--n", "n", required=True, type=click.IntRange(min=1), help="Personas to choose.")
+@click.option(
+    "--method",
+    type=click.Choice(["auto", "is", "ot", "is+ot"]),
+    default=None,
+    help="Resampling method (default: config align.method = auto).",
+)
+@click.option(
+    "--shards",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Ray shards of the personas (default: one per CPU; small inputs run in-process).",
+)
+@click.option("--replace", is_flag=True, help="Allow a persona to be chosen more than once.")
+@click.option(
+    "--also",
+    default=None,
+    metavar="age,gender",
+    help="Align these demographic columns jointly with the traits.",
+)
+@click.option(
+    "--exclude-flagged", is_flag=True, help="Leave out personas with non-empty score_flags."
+)
+@_group_options
+@common_options(out=True, out_required=True)
+def align_command(
+    cfg: Config,
+    personas: str,
+    reference: str,
+    n: int,
+    method: str | None,
+    shards: int | None,
+    replace: bool,
+    also: str | None,
+    exclude_flagged: bool,
+    group: str | None,
+    countries: str | None,
+    out: str,
+) -> None:
+    """Choose N personas whose trait distribution matches the human reference."""
+    from personagen.align.run import SUMMARY_ROWS, describe, run_align
+    from personagen.summary import print_counts
+
+    summary = run_align(
+        personas,
+        reference,
+        n,
+        out,
+        cfg,
+        method=method,
+        shards=shards,
+        replace=replace,
+        group=group,
+        countries=_countries(countries),
+        also=[a.strip() for a in also.split(",") if a.strip()] if also else None,
+        exclude_flagged=exclude_flagged,
+    )
+    print_counts(f"align: {personas} -> {out}", summary.counts, SUMMARY_ROWS, summary.wall_s)
+    for line in describe(summary):
+        click.echo(line)
+
+
 def main() -> None:
     cli(prog_name="personagen")
