@@ -38,7 +38,7 @@ def compress_reference(
     *,
     max_atoms: int,
     seed: int = 0,
-    kmeans_iter: int = 20,
+    kmeans_iter: int = 10,
 ) -> Atoms:
     """Atoms for the reference rows `x` (optionally weighted)."""
     x = np.ascontiguousarray(x, dtype=np.float64)
@@ -75,8 +75,11 @@ def compress_reference(
 def _kmeans(x: np.ndarray, mass: np.ndarray, k: int, seed: int, niter: int) -> np.ndarray:
     import faiss
 
+    # FAISS trains on a seeded subsample of about 2^18 rows (at least 4 per centroid): the
+    # centroids of a 5-dimensional density settle long before every row has been seen.
+    per_centroid = max(4, (1 << 18) // k)
     km = faiss.Kmeans(
-        x.shape[1], k, niter=niter, seed=seed, max_points_per_centroid=64, verbose=False
+        x.shape[1], k, niter=niter, seed=seed, max_points_per_centroid=per_centroid, verbose=False
     )
     km.train(np.ascontiguousarray(x, dtype=np.float32), weights=mass.astype(np.float32))
     return np.asarray(km.centroids, dtype=np.float64)
