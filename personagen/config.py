@@ -137,6 +137,9 @@ class AlignConfig(Section):
     truncation_sample: int = Field(
         2000, ge=0, description="personas sampled to measure the kernel truncation error"
     )
+    report_max_rows: int = Field(
+        100_000, ge=1000, description="larger sets enter the report as a seeded subsample"
+    )
 
 
 class Config(Section):
