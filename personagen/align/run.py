@@ -107,6 +107,7 @@ def run_align(
         use_ray=use_ray,
     )
     counts["chosen"] = int(result.indices.size)
+    log.info("aligned in %.1f s (%s)", result.diagnostics["seconds"], result.method)
     out_dir = Path(out)
     out_dir.mkdir(parents=True, exist_ok=True)
     _write(out_dir / "personas.parquet", table.take(pa.array(result.indices)))
@@ -141,11 +142,17 @@ def run_align(
     report_started = time.perf_counter()
     from personagen.evaluate.report import write_report
 
+    cap, rng = acfg.report_max_rows, np.random.default_rng(cfg.seed)
+    sets = {"reference": y, "after": x[result.indices], "before": x}
+    for name, rows in sets.items():
+        if rows.shape[0] > cap:
+            sets[name] = rows[np.sort(rng.choice(rows.shape[0], size=cap, replace=False))]
+            notes.append(f"report: {name} is a seeded uniform subsample of {cap:,} rows")
     write_report(
         out_dir,
-        reference=y,
-        after=x[result.indices],
-        before=x,
+        reference=sets["reference"],
+        after=sets["after"],
+        before=sets["before"],
         info=info,
         weights=result.weights,
         seed=cfg.seed,

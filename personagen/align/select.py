@@ -18,6 +18,7 @@ def inclusion_probabilities(weights: np.ndarray, n: int) -> np.ndarray:
     w = np.asarray(weights, dtype=np.float64)
     if np.any(w < 0) or not np.all(np.isfinite(w)):
         raise ValueError("weights must be finite and non-negative")
+    w = w / w.max(initial=1.0) if w.size and w.max() > 0 else w
     positive = int(np.count_nonzero(w))
     if n > positive:
         raise ValueError(f"cannot choose {n} distinct candidates: only {positive} have weight > 0")
@@ -58,6 +59,9 @@ def choose(weights: np.ndarray, n: int, *, replace: bool, seed: int) -> np.ndarr
     """`n` candidate indices from non-negative weights (distinct unless `replace`), sorted."""
     rng = np.random.default_rng(seed)
     w = np.asarray(weights, dtype=np.float64)
+    if not (np.all(np.isfinite(w)) and np.all(w >= 0) and w.max(initial=0.0) > 0):
+        raise ValueError("weights must be finite, non-negative and not all zero")
+    w = w / w.max()
     if replace:
         return systematic_sample(w * (n / w.sum()), rng)
     return systematic_sample(inclusion_probabilities(w, n), rng)

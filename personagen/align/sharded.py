@@ -195,8 +195,13 @@ def truncation_error(
     """
     rng = np.random.default_rng(seed)
     pick = rng.choice(x.shape[0], size=min(sample, x.shape[0]), replace=False)
-    cost = ((x[pick, None, :] - atoms[None, :, :]) ** 2).sum(axis=2)
-    full = np.exp(np.logaddexp.reduce((f[None, :] + g[pick, None] - cost) / eps, axis=1))
+    full = np.empty(pick.size)
+    sq_atoms = (atoms * atoms).sum(axis=1)
+    for start in range(0, pick.size, 256):
+        rows = x[pick[start : start + 256]]
+        cost = (rows * rows).sum(axis=1)[:, None] + sq_atoms[None, :] - 2.0 * rows @ atoms.T
+        logits = (f[None, :] + g[pick[start : start + 256], None] - np.maximum(cost, 0.0)) / eps
+        full[start : start + 256] = np.exp(np.logaddexp.reduce(logits, axis=1))
     kept = real[pick]
     return float(np.maximum(full - kept, 0.0).sum() / max(kept.sum(), 1e-300))
 
