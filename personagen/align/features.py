@@ -3,8 +3,9 @@
 The cost is squared Euclidean distance over the five traits (1-5 scale). An extra column joins
 it on a comparable footing: a numeric column (age) is standardised by the reference and scaled to
 the mean trait SD, so being one reference SD off in age costs as much as being one SD off in a
-trait; a categorical column (gender) is one-hot coded with the same scale, so a mismatch costs
-as much as being one trait SD off (sqrt(2)/sqrt(2): the two differing indicators share it).
+trait; a categorical column (gender) is one-hot coded so that a mismatch costs as much as being
+three trait SDs off in one trait: categories are matched unless the pool lacks them (a reference
+person is moved across a category only when no persona of it is within about three SDs).
 `weight` multiplies both.
 """
 
@@ -20,6 +21,8 @@ from personagen.errors import PersonagenError
 
 NUMERIC = {"age"}
 CATEGORICAL = {"gender"}
+CATEGORY_SDS = 3.0
+"""A category mismatch costs as much as this many trait SDs on one trait."""
 _GENDER = {
     "m": "male",
     "male": "male",
@@ -65,8 +68,8 @@ def demographic_features(
             r_parts.append(((r_values - mean) / sd * scale)[:, None])
         elif name in CATEGORICAL:
             levels = sorted({v for v in r_values if v is not None})
-            p_parts.append(_one_hot(p_values, levels) * scale / np.sqrt(2))
-            r_parts.append(_one_hot(r_values, levels) * scale / np.sqrt(2))
+            p_parts.append(_one_hot(p_values, levels) * CATEGORY_SDS * scale / np.sqrt(2))
+            r_parts.append(_one_hot(r_values, levels) * CATEGORY_SDS * scale / np.sqrt(2))
         else:
             raise PersonagenError(
                 f"--also {name}: supported columns are {', '.join(sorted(NUMERIC | CATEGORICAL))}"
