@@ -62,12 +62,14 @@ def test_choose_with_replacement_counts_are_floor_or_ceil(w, n, seed):
     )
 
 
-def test_systematic_sampling_hits_the_inclusion_probabilities():
+@pytest.mark.parametrize("spatial", [False, True])
+def test_systematic_sampling_hits_the_inclusion_probabilities(spatial):
     w = np.array([5.0, 1.0, 1.0, 2.0, 0.5, 0.5, 3.0, 1.0])
+    points = np.random.default_rng(0).normal(size=(w.size, 5)) if spatial else None
     pi = inclusion_probabilities(w, 3)
     hits = np.zeros(w.size)
     for seed in range(4000):
-        hits[choose(w, 3, replace=False, seed=seed)] += 1
+        hits[choose(w, 3, replace=False, seed=seed, points=points)] += 1
     assert np.allclose(hits / 4000, pi, atol=0.03)
 
 

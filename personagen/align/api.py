@@ -87,13 +87,13 @@ def align(
         w = np.zeros(x.shape[0])
         w_is, diag["is"] = importance_weights(x, y, reference_weights, cfg, seed)
         keep = min(x.shape[0], math.ceil(cfg.preselect * n))
-        pre = select.choose(w_is, keep, replace=False, seed=seed)
+        pre = select.choose(w_is, keep, replace=False, seed=seed, points=x)
         diag["preselected"] = int(pre.size)
         w_pre, diag["ot"] = transport_weights(
             x[pre], y, reference_weights, n, replace, cfg, seed, shards, use_ray
         )
         w[pre] = w_pre
-    indices = select.choose(w, n, replace=replace, seed=seed)
+    indices = select.choose(w, n, replace=replace, seed=seed, points=x)
     diag["ess"] = weights.kish_ess(w)
     diag["seconds"] = time.perf_counter() - started
     return AlignResult(indices, w / w.sum(), method, reason, diag)
