@@ -117,6 +117,9 @@ class AlignConfig(Section):
     tol: float = Field(1e-3, gt=0, description="stop when the marginal L1 error is below this")
     stage_tol: float = Field(3e-2, gt=0, description="marginal error ending earlier stages")
     max_iter: int = Field(3000, ge=1, description="Sinkhorn iterations, all stages together")
+    overrelax: float = Field(
+        1.7, ge=1, lt=2, description="over-relaxation of the last stage's updates (1 = plain)"
+    )
     knn: int = Field(32, ge=1, description="atoms per persona in the truncated kernel")
     reverse_factor: float = Field(
         4.0, gt=0, description="personas per unit of atom mass linked to each atom"
