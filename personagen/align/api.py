@@ -172,6 +172,7 @@ def transport_weights(
             tol=cfg.tol,
             stage_tol=cfg.stage_tol,
             max_iter=cfg.max_iter,
+            overrelax=cfg.overrelax,
             progress=x.shape[0] >= 100_000,
         )
         received = ops.received()
