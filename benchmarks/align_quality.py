@@ -26,6 +26,7 @@ from scipy.optimize import linear_sum_assignment
 from scipy.stats import gaussian_kde
 
 from personagen.align import align
+from personagen.align.density import kde_log_density
 from personagen.evaluate.metrics import distribution_metrics
 from personagen.io.reference import load_reference
 
@@ -46,6 +47,22 @@ def biased_pool(source: np.ndarray, size: int, beta: float, rng: np.random.Gener
     return source[rng.choice(source.shape[0], size=size, replace=False, p=p / p.sum())]
 
 
+def uncovered_mass(pool: np.ndarray, ref: np.ndarray, n: int) -> float:
+    """Share of the reference a capacity-one selection of n from the pool cannot serve locally.
+
+    Where p_ref / p_pool > P / n the pool has fewer personas than n draws of the reference
+    need; E_ref[max(0, 1 - (P/n) p_pool / p_ref)] is the mass that must travel (KDE estimates).
+    """
+    log_ref = kde_log_density(ref, ref, leave_one_out=True)
+    log_pool = kde_log_density(pool, ref)
+    return float(np.mean(np.maximum(0.0, 1.0 - pool.shape[0] / n * np.exp(log_pool - log_ref))))
+
+
+def pool_shift(pool: np.ndarray, ref: np.ndarray) -> np.ndarray:
+    """Mean of the pool minus the reference's, in reference SDs, per trait."""
+    return (pool.mean(axis=0) - ref.mean(axis=0)) / ref.std(axis=0)
+
+
 def kde_is(pool: np.ndarray, ref: np.ndarray, n: int, rng: np.random.Generator) -> np.ndarray:
     ratio = gaussian_kde(ref.T)(pool.T) / gaussian_kde(pool.T)(pool.T)
     return rng.choice(pool.shape[0], size=n, replace=False, p=ratio / ratio.sum())
@@ -58,9 +75,9 @@ def assign(pool: np.ndarray, ref: np.ndarray, n: int, rng: np.random.Generator) 
     return cols
 
 
-def run(repeats: int, pool_size: int, n: int) -> list[dict]:
+def run(repeats: int, pool_size: int, n: int) -> tuple[list[dict], list[dict]]:
     people = load_reference(f"big5:{DATA}").trait_matrix()
-    rows = []
+    rows, pools = [], []
     for bias, beta in BIASES.items():
         for rep in range(repeats):
             rng = np.random.default_rng(1000 + rep)
@@ -72,6 +89,13 @@ def run(repeats: int, pool_size: int, n: int) -> list[dict]:
                 people[order[2 * third :]],
             )
             pool = biased_pool(source, pool_size, beta, rng)
+            pools.append(
+                {
+                    "bias": bias,
+                    "shift": pool_shift(pool, ref),
+                    "uncovered": uncovered_mass(pool, ref, n),
+                }
+            )
             for method in METHODS:
                 started = time.perf_counter()
                 extra = ""
@@ -104,7 +128,23 @@ def run(repeats: int, pool_size: int, n: int) -> list[dict]:
                         "extra": extra,
                     }
                 )
-    return rows
+    return rows, pools
+
+
+def describe_pools(pools: list[dict]) -> str:
+    lines = [
+        "| bias | beta | pool mean - reference mean, in reference SDs (O, C, E, A, N) "
+        "| uncovered reference mass |",
+        "|---|---|---|---|",
+    ]
+    for bias, beta in BIASES.items():
+        sel = [p for p in pools if p["bias"] == bias]
+        shift = np.mean([p["shift"] for p in sel], axis=0)
+        uncovered = np.mean([p["uncovered"] for p in sel])
+        lines.append(
+            f"| {bias} | {beta} | {', '.join(f'{v:+.2f}' for v in shift)} | {uncovered:.1%} |"
+        )
+    return "\n".join(lines)
 
 
 def summarise(rows: list[dict]) -> str:
@@ -138,8 +178,10 @@ def main() -> None:
     args = parser.parse_args()
     if not DATA.exists():
         raise SystemExit(f"needs the shared BIG5 data at {DATA}")
-    rows = run(args.repeats, args.pool, args.n)
+    rows, pools = run(args.repeats, args.pool, args.n)
     print(f"pool {args.pool}, n {args.n}, repeats {args.repeats} (mean over repeats)")
+    print(describe_pools(pools))
+    print()
     print(summarise(rows))
 
 

@@ -109,7 +109,7 @@ def importance_weights(
     """Smoothed importance weights (sum 1) of the candidates and their diagnostics."""
     started = time.perf_counter()
     if cfg.density == "kde":
-        log_ratio = density.kde_log_ratio(x, y, reference_weights=y_weights)
+        log_ratio = density.kde_log_ratio(x, y, reference_weights=y_weights, seed=seed)
     else:
         log_ratio = density.classifier_log_ratio(x, y, reference_weights=y_weights, seed=seed)
     smooth = weights.psis if cfg.smoothing == "psis" else weights.truncate
