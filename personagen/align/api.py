@@ -140,7 +140,7 @@ def transport_weights(
     t0 = time.perf_counter()
     atoms = compress_reference(y, y_weights, max_atoms=cfg.atoms, seed=seed)
     t1 = time.perf_counter()
-    eps = max(cfg.epsilon, 2.0 * atoms.cell_variance)
+    eps = max(cfg.epsilon, atoms.cell_variance)
     capacity = np.full(x.shape[0], float(n) if replace else 1.0)
     atom_mass = atoms.mass * n
     dummy_mass = capacity.sum() - n

@@ -5,8 +5,10 @@ files repeat rows: those merge exactly (an atom per distinct row, mass = rows or
 If more distinct rows remain than `max_atoms`, FAISS k-means (weighted, seeded) fits
 `max_atoms` centroids and each atom gets the mass of the rows nearest to it. That is an
 approximation: the atom stands for its cell, and `cell_variance` (the mean squared distance of
-a row to its atom, per dimension) says how much spread the compression removed; the solver
-puts that spread back with an entropic blur of the same variance (see `api`).
+a row to its atom, per dimension) says how much spread the compression removed. The solver then
+uses eps >= cell_variance (an entropic kernel of variance eps/2 per dimension): half the lost
+spread comes back as blur; blurring by all of it over-smoothed when atoms were few
+(benchmarks/align_scale.py, approximation section).
 """
 
 from __future__ import annotations
