@@ -198,7 +198,7 @@ def pot_comparison(size: int, eps: float, max_iter: int) -> list[str]:
     for label, knn in (("complete kernel", atoms.points.shape[0]), ("kNN kernel (k=32)", 32)):
         started = time.perf_counter()
         shards = local_shards(x, b, 65536, atoms.points.shape[0])
-        build_graph(shards, atoms.points, mass, knn=knn, reverse_factor=4.0, reverse_max=256)
+        build_graph(shards, x, atoms.points, mass, knn=knn, reverse_factor=4.0, reverse_max=256)
         result = sinkhorn(
             shards, mass, size - n, eps=eps, eps_start=1.0, decay=0.5, tol=tol, max_iter=20000
         )

@@ -100,7 +100,7 @@ def test_kde_and_classifier_ratios_track_the_true_ratio():
 
 def _solve(atoms, mass, x, capacity, *, knn, eps, tol, dummy=0.0):
     shards = local_shards(x, capacity, 37, atoms.shape[0])
-    build_graph(shards, atoms, mass, knn=knn, reverse_factor=4.0, reverse_max=64)
+    build_graph(shards, x, atoms, mass, knn=knn, reverse_factor=4.0, reverse_max=64)
     result = sinkhorn(shards, mass, dummy, eps=eps, eps_start=1.0, tol=tol, max_iter=20000)
     return result, shards
 

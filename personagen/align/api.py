@@ -155,6 +155,7 @@ def transport_weights(
     try:
         graph = build_graph(
             ops,
+            x,
             atoms.points,
             atom_mass,
             knn=cfg.knn,

@@ -74,12 +74,6 @@ class Block:
         self.cost = squared_distances(self.x, atoms, self.nbr)
         self.g = np.zeros(self.x.shape[0])
 
-    def reverse_candidates(self, atoms: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-        """Each atom's `k` nearest personas of this block: (distances, local rows), (K, k)."""
-        k = min(k, self.x.shape[0])
-        dist, idx = cKDTree(self.x).query(atoms, k=k)
-        return np.asarray(dist).reshape(len(atoms), k), np.asarray(idx).reshape(len(atoms), k)
-
     def attach(self, atoms: np.ndarray, rows: np.ndarray, atom_ids: np.ndarray) -> None:
         """Reverse edges (local row, atom) not already among the forward edges."""
         known = (self.nbr[:, rows] == atom_ids[None, :]).any(axis=0)
@@ -148,14 +142,6 @@ class ShardHost:
         for block in self.blocks:
             block.connect(atoms, knn, tree, self.workers)
         return sum(b.nbr.size for b in self.blocks)
-
-    def reverse_candidates(self, atoms: np.ndarray, k: int) -> list[tuple[np.ndarray, np.ndarray]]:
-        out, offset = [], self.start
-        for block in self.blocks:
-            dist, rows = block.reverse_candidates(atoms, k)
-            out.append((dist, rows + offset))
-            offset += block.x.shape[0]
-        return out
 
     def attach(self, atoms: np.ndarray, persona_ids: np.ndarray, atom_ids: np.ndarray) -> int:
         added, offset = 0, self.start
@@ -240,6 +226,7 @@ def local_shards(x: np.ndarray, capacity: np.ndarray, block_rows: int, n_atoms: 
 
 def build_graph(
     shards: Shards,
+    x: np.ndarray,
     atoms: np.ndarray,
     atom_mass: np.ndarray,
     *,
@@ -247,21 +234,29 @@ def build_graph(
     reverse_factor: float,
     reverse_max: int,
 ) -> dict[str, int]:
-    """Connect personas to atoms on every host (forward kNN, then reverse kNN per atom)."""
+    """Connect personas to atoms: forward kNN on every host, reverse kNN per atom here.
+
+    The reverse edges come from one KD-tree over all personas (K queries, cheap), so they do not
+    depend on how the personas are sharded.
+    """
     forward = sum(shards.invoke("connect", atoms, knn))
     if knn >= atoms.shape[0]:
         return {"edges": forward, "reverse_edges": 0, "truncated": 0}
     want = np.clip(np.ceil(reverse_factor * atom_mass), knn, reverse_max).astype(int)
-    candidates = [
-        c for host in shards.invoke("reverse_candidates", atoms, int(want.max())) for c in host
-    ]
-    dist = np.concatenate([d for d, _ in candidates], axis=1)
-    ids = np.concatenate([i for _, i in candidates], axis=1)
-    order = np.lexsort((ids, dist), axis=1)
-    ids = np.take_along_axis(ids, order, axis=1)
-    dist = np.take_along_axis(dist, order, axis=1)
-    keep = (np.arange(ids.shape[1])[None, :] < want[:, None]) & np.isfinite(dist)
-    atom_ids = np.broadcast_to(np.arange(atoms.shape[0])[:, None], ids.shape)[keep]
-    persona_ids = ids[keep]
-    added = sum(shards.invoke("attach", atoms, persona_ids, atom_ids))
+    want = np.minimum(want, x.shape[0])
+    tree = cKDTree(x)
+    atom_parts, persona_parts = [], []
+    # Query atoms in buckets of equal k (powers of two), not all at the largest k.
+    bucket = np.maximum(np.ceil(np.log2(want)), 0).astype(int)
+    for b in np.unique(bucket):
+        which = np.flatnonzero(bucket == b)
+        k = int(min(want[which].max(), x.shape[0]))
+        _, idx = tree.query(atoms[which], k=k, workers=-1)
+        idx = np.asarray(idx).reshape(which.size, k)
+        keep = np.arange(k)[None, :] < want[which][:, None]
+        atom_parts.append(np.broadcast_to(which[:, None], idx.shape)[keep])
+        persona_parts.append(idx[keep])
+    atom_ids, persona_ids = np.concatenate(atom_parts), np.concatenate(persona_parts)
+    order = np.argsort(persona_ids, kind="stable")
+    added = sum(shards.invoke("attach", atoms, persona_ids[order], atom_ids[order]))
     return {"edges": forward + added, "reverse_edges": added, "truncated": 1}
