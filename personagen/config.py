@@ -121,6 +121,9 @@ class AlignConfig(Section):
         1.7, ge=1, lt=2, description="over-relaxation of the last stage's updates (1 = plain)"
     )
     knn: int = Field(32, ge=1, description="atoms per persona in the truncated kernel")
+    float32: bool = Field(
+        True, description="kernel values in float32 (potentials and sums stay float64)"
+    )
     reverse_factor: float = Field(
         4.0, gt=0, description="personas per unit of atom mass linked to each atom"
     )
