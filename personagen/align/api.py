@@ -145,13 +145,14 @@ def transport_weights(
     atom_mass = atoms.mass * n
     dummy_mass = capacity.sum() - n
     host_count = 1
+    dtype = np.float32 if cfg.float32 else np.float64
     if use_ray:
         from personagen.align.ray_shards import ray_shards
 
-        ops = ray_shards(x, capacity, cfg.block_rows, shards, atoms.points.shape[0])
+        ops = ray_shards(x, capacity, cfg.block_rows, shards, atoms.points.shape[0], dtype)
         host_count = len(ops.sizes)
     else:
-        ops = local_shards(x, capacity, cfg.block_rows, atoms.points.shape[0])
+        ops = local_shards(x, capacity, cfg.block_rows, atoms.points.shape[0], dtype)
     try:
         graph = build_graph(
             ops,

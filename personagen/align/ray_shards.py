@@ -34,7 +34,12 @@ class RayShards(Shards):
 
 
 def ray_shards(
-    x: np.ndarray, capacity: np.ndarray, block_rows: int, shards: int | None, n_atoms: int
+    x: np.ndarray,
+    capacity: np.ndarray,
+    block_rows: int,
+    shards: int | None,
+    n_atoms: int,
+    dtype: type = np.float64,
 ) -> RayShards:
     """Spread the persona blocks over `shards` actors (default: one per CPU of the cluster)."""
     from personagen.cluster import available_cpus
@@ -44,7 +49,7 @@ def ray_shards(
     # More shards than CPUs share them (a fraction each) instead of waiting for a free CPU.
     host = _RemoteHost.options(num_cpus=min(1.0, cpus / len(ranges)))
     actors = [
-        host.remote(ray.put(np.ascontiguousarray(x[a:b])), capacity[a:b], a, block_rows)
+        host.remote(ray.put(np.ascontiguousarray(x[a:b])), capacity[a:b], a, block_rows, 1, dtype)
         for a, b in ranges
     ]
     return RayShards(actors, n_atoms, [b - a for a, b in ranges])

@@ -53,6 +53,7 @@ class Block:
 
     x: np.ndarray
     capacity: np.ndarray
+    dtype: type = np.float64
     nbr: np.ndarray | None = None
     cost: np.ndarray | None = None
     extra_rows: np.ndarray | None = None
@@ -60,6 +61,8 @@ class Block:
     extra_cost: np.ndarray | None = None
     g: np.ndarray | None = None
     real: np.ndarray | None = None
+    scaled: np.ndarray | None = None
+    scaled_eps: float = 0.0
 
     def connect(self, atoms: np.ndarray, knn: int, tree: cKDTree | None, workers: int) -> None:
         """Forward edges: each persona to its `knn` nearest atoms (all atoms if knn >= K)."""
@@ -71,8 +74,9 @@ class Block:
         else:
             _, idx = tree.query(self.x, k=knn, workers=workers)
             self.nbr = np.ascontiguousarray(np.asarray(idx, dtype=np.int32).reshape(-1, knn).T)
-        self.cost = squared_distances(self.x, atoms, self.nbr)
+        self.cost = squared_distances(self.x, atoms, self.nbr).astype(self.dtype)
         self.g = np.zeros(self.x.shape[0])
+        self.scaled, self.scaled_eps = None, 0.0
 
     def attach(self, atoms: np.ndarray, rows: np.ndarray, atom_ids: np.ndarray) -> None:
         """Reverse edges (local row, atom) not already among the forward edges."""
@@ -86,10 +90,12 @@ class Block:
         """Refit g so each persona's column sums to its capacity; per-atom and dummy row sums."""
         n, n_atoms = self.x.shape[0], f.shape[0]
         inv = 1.0 / eps
-        t = f[self.nbr]
-        t -= self.cost
-        t *= inv
-        top = t.max(axis=0)
+        if self.scaled_eps != eps:
+            self.scaled = self.cost * self.dtype(inv)
+            self.scaled_eps = eps
+        t = (f * inv).astype(self.dtype)[self.nbr]
+        t -= self.scaled
+        top = t.max(axis=0).astype(np.float64)
         extra = self.extra_rows is not None and self.extra_rows.size > 0
         if extra:
             te = (f[self.extra_atoms] - self.extra_cost) * inv
@@ -97,9 +103,9 @@ class Block:
         if f_dummy is not None:
             t0 = f_dummy * inv
             top = np.maximum(top, t0)
-        t -= top
+        t -= top.astype(self.dtype)
         np.exp(t, out=t)
-        total = t.sum(axis=0)
+        total = t.sum(axis=0).astype(np.float64)
         if extra:
             ee = np.exp(te - top[self.extra_rows])
             total += np.bincount(self.extra_rows, weights=ee, minlength=n)
@@ -108,7 +114,7 @@ class Block:
             total += e0
         self.g = eps * (np.log(self.capacity) - top - np.log(total))
         scale = self.capacity / total
-        t *= scale
+        t *= scale.astype(self.dtype)
         rows = np.bincount(self.nbr.ravel(), weights=t.ravel(), minlength=n_atoms)
         if extra:
             rows += np.bincount(
@@ -128,12 +134,20 @@ class ShardHost:
     """A run of consecutive blocks: what one Ray actor (or this process) holds."""
 
     def __init__(
-        self, x: np.ndarray, capacity: np.ndarray, start: int, block_rows: int, workers: int = 1
+        self,
+        x: np.ndarray,
+        capacity: np.ndarray,
+        start: int,
+        block_rows: int,
+        workers: int = 1,
+        dtype: type = np.float64,
     ) -> None:
         self.start = start
         self.workers = workers
         self.blocks = [
-            Block(np.ascontiguousarray(x[a:b], dtype=np.float64), capacity[a:b].astype(float))
+            Block(
+                np.ascontiguousarray(x[a:b], dtype=np.float64), capacity[a:b].astype(float), dtype
+            )
             for a, b in block_ranges(x.shape[0], block_rows)
         ]
 
@@ -218,9 +232,11 @@ class Shards:
         return np.concatenate(self.invoke("potentials"))
 
 
-def local_shards(x: np.ndarray, capacity: np.ndarray, block_rows: int, n_atoms: int) -> Shards:
+def local_shards(
+    x: np.ndarray, capacity: np.ndarray, block_rows: int, n_atoms: int, dtype: type = np.float64
+) -> Shards:
     """All blocks in this process (one host, using every core for the kNN queries)."""
-    host = ShardHost(x, capacity, 0, block_rows, workers=-1)
+    host = ShardHost(x, capacity, 0, block_rows, workers=-1, dtype=dtype)
     return Shards(lambda name, *args: [getattr(host, name)(*args)], n_atoms, [x.shape[0]])
 
 
