@@ -137,6 +137,7 @@ def scale_rows(sizes: list[int], folder: Path, extra: list[str]) -> list[dict]:
                 "sinkhorn_s": ot["sinkhorn_seconds"],
                 "align_s": info["diagnostics"]["seconds"],
                 "energy_x_floor": after["x_floor"]["energy"],
+                "load": os.getloadavg()[0],
             }
         )
         print(_scale_line(rows[-1]), flush=True)
@@ -150,14 +151,14 @@ def _scale_line(r: dict) -> str:
         f"{r['atoms']:,} ({r['atoms_method']}) | {r['eps']:.3g} | {r['iterations']} | "
         f"{r['marginal_error']:.1e} | {missed} | {r['shards']} | {r['compress_s']:.1f} | "
         f"{r['graph_s']:.1f} | {r['sinkhorn_s']:.1f} | {r['align_s']:.1f} | "
-        f"{r['energy_x_floor']:.2f} |"
+        f"{r['energy_x_floor']:.2f} | {r['load']:.1f} |"
     )
 
 
 SCALE_HEADER = (
     "| personas = reference rows | n | wall s (CLI) | peak GB (tree RSS) | atoms | eps | "
     "iterations | marginal error | truncation missed mass | shards | compress s | graph s | "
-    "sinkhorn s | align() s | energy x floor |\n" + "|---" * 15 + "|"
+    "sinkhorn s | align() s | energy x floor | load avg after |\n" + "|---" * 16 + "|"
 )
 
 
