@@ -27,6 +27,7 @@ from personagen.align.sharded import build_graph, local_shards, truncation_error
 from personagen.align.sinkhorn import sinkhorn
 from personagen.config import AlignConfig
 from personagen.errors import PersonagenError
+from personagen.evaluate.metrics import kish_ess
 
 METHODS = ("auto", "is", "ot", "is+ot")
 
@@ -96,7 +97,7 @@ def align(
         )
         w[pre] = w_pre
     indices = select.choose(w, n, replace=replace, seed=seed, points=x)
-    diag["ess"] = weights.kish_ess(w)
+    diag["ess"] = kish_ess(w)
     diag["seconds"] = time.perf_counter() - started
     return AlignResult(indices, w / w.sum(), method, reason, diag)
 
@@ -122,7 +123,7 @@ def importance_weights(
         "smoothing": cfg.smoothing,
         "khat": result.khat,
         "ess": result.ess,
-        "ess_raw": weights.kish_ess(raw_w),
+        "ess_raw": kish_ess(raw_w),
         "seconds": time.perf_counter() - started,
     }
 

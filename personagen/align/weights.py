@@ -16,6 +16,8 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.special import logsumexp
 
+from personagen.evaluate.metrics import kish_ess
+
 
 @dataclass(frozen=True)
 class SmoothedWeights:
@@ -25,13 +27,6 @@ class SmoothedWeights:
     """Pareto shape of the raw weights' tail (nan for truncation)."""
     ess: float
     """Kish effective sample size of the smoothed weights."""
-
-
-def kish_ess(weights: np.ndarray) -> float:
-    """(sum w)^2 / sum w^2: how many equally weighted draws the weights are worth."""
-    w = np.asarray(weights, dtype=np.float64)
-    total = w.sum()
-    return float(total * total / np.dot(w, w)) if total > 0 else 0.0
 
 
 def psis(log_weights: np.ndarray) -> SmoothedWeights:
