@@ -167,7 +167,7 @@ def pot_comparison(size: int, eps: float, max_iter: int) -> list[str]:
     import ot
 
     from personagen.align.compress import compress_reference
-    from personagen.align.sharded import build_graph, local_shards
+    from personagen.align.sharded import Graph, local_shards
     from personagen.align.sinkhorn import marginal_error, sinkhorn
 
     x = synthetic(size, 1, persona=True)
@@ -199,9 +199,17 @@ def pot_comparison(size: int, eps: float, max_iter: int) -> list[str]:
     for label, knn in (("complete kernel", atoms.points.shape[0]), ("kNN kernel (k=32)", 32)):
         started = time.perf_counter()
         shards = local_shards(x, b, 65536, atoms.points.shape[0])
-        build_graph(shards, x, atoms.points, mass, knn=knn, reverse_factor=4.0, reverse_max=256)
+        graph = Graph(shards, x, atoms.points, mass, knn=knn, reverse_factor=4.0, reverse_max=256)
         result = sinkhorn(
-            shards, mass, size - n, eps=eps, eps_start=1.0, decay=0.5, tol=tol, max_iter=20000
+            shards,
+            mass,
+            size - n,
+            eps=eps,
+            eps_start=1.0,
+            decay=0.5,
+            tol=tol,
+            max_iter=20000,
+            grow=graph.grow,
         )
         seconds = time.perf_counter() - started
         lines.append(

@@ -14,7 +14,7 @@ from personagen.align import align
 from personagen.align.compress import compress_reference
 from personagen.align.density import classifier_log_ratio, kde_log_ratio
 from personagen.align.select import choose, inclusion_probabilities
-from personagen.align.sharded import build_graph, local_shards
+from personagen.align.sharded import Graph, local_shards
 from personagen.align.sinkhorn import sinkhorn
 from personagen.align.weights import psis, truncate
 from personagen.config import AlignConfig
@@ -99,8 +99,10 @@ def test_kde_and_classifier_ratios_track_the_true_ratio():
 
 def _solve(atoms, mass, x, capacity, *, knn, eps, tol, dummy=0.0):
     shards = local_shards(x, capacity, 37, atoms.shape[0])
-    build_graph(shards, x, atoms, mass, knn=knn, reverse_factor=4.0, reverse_max=64)
-    result = sinkhorn(shards, mass, dummy, eps=eps, eps_start=1.0, tol=tol, max_iter=20000)
+    graph = Graph(shards, x, atoms, mass, knn=knn, reverse_factor=4.0, reverse_max=64)
+    result = sinkhorn(
+        shards, mass, dummy, eps=eps, eps_start=1.0, tol=tol, max_iter=20000, grow=graph.grow
+    )
     return result, shards
 
 

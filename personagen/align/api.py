@@ -23,7 +23,7 @@ import numpy as np
 from personagen import TRAITS
 from personagen.align import density, select, weights
 from personagen.align.compress import compress_reference
-from personagen.align.sharded import build_graph, local_shards, truncation_error
+from personagen.align.sharded import Graph, local_shards, truncation_error
 from personagen.align.sinkhorn import sinkhorn
 from personagen.config import AlignConfig
 from personagen.errors import PersonagenError
@@ -157,7 +157,7 @@ def transport_weights(
     else:
         ops = local_shards(x, capacity, cfg.block_rows, atoms.points.shape[0], dtype)
     try:
-        graph = build_graph(
+        graph = Graph(
             ops,
             x,
             atoms.points,
@@ -178,10 +178,12 @@ def transport_weights(
             stage_tol=cfg.stage_tol,
             max_iter=cfg.max_iter,
             overrelax=cfg.overrelax,
+            grow=graph.grow,
             progress=x.shape[0] >= 100_000,
         )
         received = ops.received()
-        g = ops.potentials() if graph["truncated"] and cfg.truncation_sample else None
+        edges = graph.info()
+        g = ops.potentials() if graph.truncated and cfg.truncation_sample else None
     finally:
         close = getattr(ops, "close", None)
         if close is not None:
@@ -208,9 +210,10 @@ def transport_weights(
         "marginal_error": result.marginal_error,
         "converged": result.converged,
         "stages": result.stages,
-        "edges": graph["edges"],
-        "reverse_edges": graph["reverse_edges"],
-        "kernel": "truncated to kNN" if graph["truncated"] else "complete",
+        "edges": edges["edges"],
+        "reverse_edges": edges["reverse_edges"],
+        "grown_atoms": edges["grown_atoms"],
+        "kernel": "truncated to kNN" if graph.truncated else "complete",
         "truncation_missed_mass": missed,
         "shards": host_count,
         "ray": use_ray,

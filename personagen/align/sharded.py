@@ -240,39 +240,72 @@ def local_shards(
     return Shards(lambda name, *args: [getattr(host, name)(*args)], n_atoms, [x.shape[0]])
 
 
-def build_graph(
-    shards: Shards,
-    x: np.ndarray,
-    atoms: np.ndarray,
-    atom_mass: np.ndarray,
-    *,
-    knn: int,
-    reverse_factor: float,
-    reverse_max: int,
-) -> dict[str, int]:
-    """Connect personas to atoms: forward kNN on every host, reverse kNN per atom here.
+class Graph:
+    """The kernel graph: forward kNN on every host, reverse kNN per atom from the driver.
 
     The reverse edges come from one KD-tree over all personas (K queries, cheap), so they do not
-    depend on how the personas are sharded.
+    depend on how the personas are sharded. `grow` doubles the reverse reach of atoms the solver
+    cannot serve (where the pool is sparse, neighbouring atoms compete for the same personas and
+    the truncated problem can be infeasible): the graph widens only where the exact plan needs it.
     """
-    forward = sum(shards.invoke("connect", atoms, knn))
-    if knn >= atoms.shape[0]:
-        return {"edges": forward, "reverse_edges": 0, "truncated": 0}
-    want = np.clip(np.ceil(reverse_factor * atom_mass), knn, reverse_max).astype(int)
-    want = np.minimum(want, x.shape[0])
-    tree = cKDTree(x)
-    atom_parts, persona_parts = [], []
-    # Query atoms in buckets of equal k (powers of two), not all at the largest k.
-    bucket = np.maximum(np.ceil(np.log2(want)), 0).astype(int)
-    for b in np.unique(bucket):
-        which = np.flatnonzero(bucket == b)
-        k = int(min(want[which].max(), x.shape[0]))
-        _, idx = tree.query(atoms[which], k=k, workers=-1)
-        idx = np.asarray(idx).reshape(which.size, k)
-        keep = np.arange(k)[None, :] < want[which][:, None]
-        atom_parts.append(np.broadcast_to(which[:, None], idx.shape)[keep])
-        persona_parts.append(idx[keep])
-    atom_ids, persona_ids = np.concatenate(atom_parts), np.concatenate(persona_parts)
-    order = np.argsort(persona_ids, kind="stable")
-    added = sum(shards.invoke("attach", atoms, persona_ids[order], atom_ids[order]))
-    return {"edges": forward + added, "reverse_edges": added, "truncated": 1}
+
+    def __init__(
+        self,
+        shards: Shards,
+        x: np.ndarray,
+        atoms: np.ndarray,
+        atom_mass: np.ndarray,
+        *,
+        knn: int,
+        reverse_factor: float,
+        reverse_max: int,
+    ) -> None:
+        self.shards, self.x, self.atoms = shards, x, atoms
+        self.forward = sum(shards.invoke("connect", atoms, knn))
+        self.truncated = knn < atoms.shape[0]
+        self.reverse = 0
+        self.grown = 0
+        self.tree: cKDTree | None = None
+        if self.truncated:
+            want = np.clip(np.ceil(reverse_factor * atom_mass), knn, reverse_max)
+            self.want = np.minimum(want.astype(int), x.shape[0])
+            self.tree = cKDTree(x)
+            self._attach()
+
+    def info(self) -> dict[str, int]:
+        return {
+            "edges": self.forward + self.reverse,
+            "reverse_edges": self.reverse,
+            "truncated": int(self.truncated),
+            "grown_atoms": self.grown,
+        }
+
+    def grow(self, atoms_idx: np.ndarray) -> bool:
+        """Double the reverse reach of these atoms; False when none can reach further."""
+        if not self.truncated:
+            return False
+        atoms_idx = atoms_idx[self.want[atoms_idx] < self.x.shape[0]]
+        if atoms_idx.size == 0:
+            return False
+        self.want[atoms_idx] = np.minimum(self.want[atoms_idx] * 2, self.x.shape[0])
+        self.grown += int(atoms_idx.size)
+        self._attach()
+        return True
+
+    def _attach(self) -> None:
+        atom_parts, persona_parts = [], []
+        # Query atoms in buckets of equal k (powers of two), not all at the largest k.
+        bucket = np.maximum(np.ceil(np.log2(self.want)), 0).astype(int)
+        for b in np.unique(bucket):
+            which = np.flatnonzero(bucket == b)
+            k = int(self.want[which].max())
+            _, idx = self.tree.query(self.atoms[which], k=k, workers=-1)
+            idx = np.asarray(idx).reshape(which.size, k)
+            keep = np.arange(k)[None, :] < self.want[which][:, None]
+            atom_parts.append(np.broadcast_to(which[:, None], idx.shape)[keep])
+            persona_parts.append(idx[keep])
+        atom_ids, persona_ids = np.concatenate(atom_parts), np.concatenate(persona_parts)
+        order = np.argsort(persona_ids, kind="stable")
+        self.reverse = sum(
+            self.shards.invoke("attach", self.atoms, persona_ids[order], atom_ids[order])
+        )

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -96,9 +97,16 @@ def sinkhorn(
     stage_tol: float = 1e-2,
     max_iter: int = 3000,
     overrelax: float = 1.0,
+    grow: Callable[[np.ndarray], bool] | None = None,
+    grow_every: int = 40,
     progress: bool = False,
 ) -> SinkhornResult:
-    """Solve the entropic transport of `atom_mass` (+ `dummy_mass`) onto `op`'s personas."""
+    """Solve the entropic transport of `atom_mass` (+ `dummy_mass`) onto `op`'s personas.
+
+    `grow(atoms)`, when given, is asked every `grow_every` iterations of the last stage to widen
+    the kernel graph around atoms still under-served (a truncated kernel can be infeasible);
+    it returns False when it cannot.
+    """
     import logging
 
     log = logging.getLogger(__name__)
@@ -122,6 +130,8 @@ def sinkhorn(
             err = marginal_error(rows, atom_mass, dummy_row, dummy_mass if use_dummy else 0.0)
             if err <= target:
                 break
+            if last and grow is not None and used % grow_every == 0:
+                grow(np.flatnonzero(rows < atom_mass * (1 - 10 * tol)))
             # omega > 1: over-relaxed Sinkhorn (Thibault et al. 2021), same fixed point.
             omega = overrelax if last else 1.0
             f += omega * current * (log_mass - np.log(np.maximum(rows, _TINY)))
