@@ -337,5 +337,218 @@ def demo_command(cfg: Config, out: str | None) -> None:
     )
 
 
+# -------------------------------------------------------------------------------- reference
+
+
+def _group_options(func: Callable[..., Any]) -> Callable[..., Any]:
+    """--group / --countries: narrow a reference to an M49 region or to listed countries."""
+    func = click.option(
+        "--countries",
+        default=None,
+        metavar="JP,KR",
+        help="Only these ISO-2 countries (comma-separated).",
+    )(func)
+    return click.option(
+        "--group",
+        default=None,
+        metavar="REGION",
+        help="Only this UN M49 region, e.g. east-asia (see `personagen reference regions`).",
+    )(func)
+
+
+def _countries(value: str | None) -> list[str] | None:
+    return [c for c in value.split(",") if c.strip()] if value else None
+
+
+@cli.group("reference", cls=_Group)
+def reference_group() -> None:
+    """Human reference distributions: inspect one, list the regions, rebuild the builtin."""
+
+
+@reference_group.command("show")
+@click.argument("spec")
+@_group_options
+@common_options()
+def reference_show(cfg: Config, spec: str, group: str | None, countries: str | None) -> None:
+    """Rows, cleaning counts, trait means/SDs and correlations of a reference."""
+    from personagen.evaluate.tables import print_reference
+    from personagen.io.reference import load_reference
+
+    ref = load_reference(
+        spec,
+        group=group,
+        countries=_countries(countries),
+        min_rows=cfg.reference.min_rows,
+        seed=cfg.seed,
+        builtin_rows=cfg.reference.builtin_rows,
+    )
+    print_reference(ref)
+
+
+@reference_group.command("regions")
+@common_options()
+def reference_regions(cfg: Config) -> None:
+    """The country -> UN M49 region table, with the builtin summaries' respondents."""
+    from personagen.evaluate.tables import print_regions
+    from personagen.io.builtin import builtin_groups
+    from personagen.io.regions import region_rows
+
+    print_regions(region_rows(), builtin_groups())
+
+
+@reference_group.command("build-builtin")
+@click.option(
+    "--source",
+    required=True,
+    metavar="SPEC",
+    help="Respondent-level reference to summarise, e.g. big5:PATH/big5-2012/data.csv",
+)
+@click.option(
+    "--min-respondents",
+    type=int,
+    default=None,
+    help="Groups with fewer respondents are withheld (default 150).",
+)
+@common_options(out=True)
+def reference_build_builtin(
+    cfg: Config, source: str, min_respondents: int | None, out: str | None
+) -> None:
+    """Regenerate the builtin reference summaries (default: the file shipped in the package)."""
+    from personagen.io.builtin import (
+        BUILTIN_PATH,
+        MIN_RESPONDENTS,
+        build_builtin,
+        describe_build,
+    )
+
+    target = Path(out) / BUILTIN_PATH.name if out else BUILTIN_PATH
+    document = build_builtin(
+        source, target, min_respondents=min_respondents or MIN_RESPONDENTS, seed=cfg.seed
+    )
+    click.echo(f"wrote {target}: {describe_build(document)}")
+
+
+# --------------------------------------------------------------------------------- evaluate
+
+
+@cli.command("evaluate")
+@click.option(
+    "--personas", required=True, metavar="P", help="Bank folder or Parquet file with traits."
+)
+@click.option(
+    "--reference",
+    "reference",
+    required=True,
+    metavar="R",
+    help="Trait table, big5:PATH, ipip-ffm:PATH, spi:PATH or builtin:<group>.",
+)
+@click.option(
+    "--before", default=None, metavar="P0", help="The persona set before alignment, to compare."
+)
+@_group_options
+@common_options(out=True)
+def evaluate_command(
+    cfg: Config,
+    personas: str,
+    reference: str,
+    before: str | None,
+    group: str | None,
+    countries: str | None,
+    out: str | None,
+) -> None:
+    """Distances of a persona set from a human reference, as multiples of the noise floor."""
+    from personagen.evaluate.run import evaluate
+    from personagen.evaluate.tables import print_metrics
+
+    report, paths = evaluate(
+        personas,
+        reference,
+        cfg,
+        group=group,
+        countries=_countries(countries),
+        before=before,
+        out=out,
+    )
+    print_metrics(report)
+    if paths:
+        click.echo(f"report: {paths[1]} (numbers: {paths[0]})")
+
+
+# ------------------------------------------------------------------------------------ align
+
+
+@cli.command("align")
+@click.option(
+    "--personas", required=True, metavar="P", help="Bank folder or Parquet file with traits."
+)
+@click.option(
+    "--reference",
+    "reference",
+    required=True,
+    metavar="R",
+    help="Trait table, big5:PATH, ipip-ffm:PATH, spi:PATH or builtin:<group>.",
+)
+@click.option("--n", "n", required=True, type=click.IntRange(min=1), help="Personas to choose.")
+@click.option(
+    "--method",
+    type=click.Choice(["auto", "is", "ot", "is+ot"]),
+    default=None,
+    help="Resampling method (default: config align.method = auto).",
+)
+@click.option(
+    "--shards",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Ray shards of the personas (default: one per CPU; small inputs run in-process).",
+)
+@click.option("--replace", is_flag=True, help="Allow a persona to be chosen more than once.")
+@click.option(
+    "--also",
+    default=None,
+    metavar="age,gender",
+    help="Align these demographic columns jointly with the traits.",
+)
+@click.option(
+    "--exclude-flagged", is_flag=True, help="Leave out personas with non-empty score_flags."
+)
+@_group_options
+@common_options(out=True, out_required=True)
+def align_command(
+    cfg: Config,
+    personas: str,
+    reference: str,
+    n: int,
+    method: str | None,
+    shards: int | None,
+    replace: bool,
+    also: str | None,
+    exclude_flagged: bool,
+    group: str | None,
+    countries: str | None,
+    out: str,
+) -> None:
+    """Choose N personas whose trait distribution matches the human reference."""
+    from personagen.align.run import SUMMARY_ROWS, describe, run_align
+    from personagen.summary import print_counts
+
+    summary = run_align(
+        personas,
+        reference,
+        n,
+        out,
+        cfg,
+        method=method,
+        shards=shards,
+        replace=replace,
+        group=group,
+        countries=_countries(countries),
+        also=[a.strip() for a in also.split(",") if a.strip()] if also else None,
+        exclude_flagged=exclude_flagged,
+    )
+    print_counts(f"align: {personas} -> {out}", summary.counts, SUMMARY_ROWS, summary.wall_s)
+    for line in describe(summary):
+        click.echo(line)
+
+
 def main() -> None:
     cli(prog_name="personagen")

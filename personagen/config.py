@@ -235,6 +235,76 @@ class ScoreConfig(StageLLMConfig):
         return self._llm(llm)
 
 
+class ReferenceConfig(Section):
+    """How human reference distributions are loaded (see `personagen reference show`)."""
+
+    min_rows: int = Field(
+        50, ge=1, description="fewest rows a reference or a --group/--countries subset may have"
+    )
+    builtin_rows: int = Field(
+        20000, ge=100, description="rows sampled from a builtin:<group> summary"
+    )
+
+
+class EvaluateConfig(Section):
+    """Distribution metrics and their noise floors (`personagen evaluate`, align reports)."""
+
+    energy_max_rows: int = Field(
+        5000, ge=100, description="energy distance uses a seeded subsample beyond this many rows"
+    )
+    sliced_projections: int = Field(128, ge=8, description="directions of sliced Wasserstein")
+    floor_repeats: int = Field(5, ge=1, description="reference sample pairs behind a noise floor")
+
+
+class AlignConfig(Section):
+    """`personagen align`: resampling the personas to the reference (see personagen.align)."""
+
+    method: Literal["auto", "is", "ot", "is+ot"] = "auto"
+    density: Literal["kde", "classifier"] = Field(
+        "kde", description="density ratio of `is`: Gaussian KDE (Scott) or a classifier"
+    )
+    smoothing: Literal["psis", "truncate"] = Field(
+        "psis", description="importance weights: Pareto-smoothed or truncated"
+    )
+    epsilon: float = Field(
+        0.01, gt=0, description="final entropic regularisation, squared trait units"
+    )
+    epsilon_start: float = Field(1.0, gt=0, description="first epsilon of epsilon-scaling")
+    epsilon_decay: float = Field(0.5, gt=0, lt=1, description="epsilon factor per stage")
+    tol: float = Field(1e-3, gt=0, description="stop when the marginal L1 error is below this")
+    stage_tol: float = Field(3e-2, gt=0, description="marginal error ending earlier stages")
+    max_iter: int = Field(3000, ge=1, description="Sinkhorn iterations, all stages together")
+    overrelax: float = Field(
+        1.7, ge=1, lt=2, description="over-relaxation of the last stage's updates (1 = plain)"
+    )
+    knn: int = Field(32, ge=1, description="atoms per persona in the truncated kernel")
+    float32: bool = Field(
+        True, description="kernel values in float32 (potentials and sums stay float64)"
+    )
+    reverse_factor: float = Field(
+        4.0, gt=0, description="personas per unit of atom mass linked to each atom"
+    )
+    reverse_max: int = Field(256, ge=1, description="cap on personas linked to one atom")
+    atoms: int = Field(
+        16384, ge=16, description="reference atoms kept after de-duplication (k-means above)"
+    )
+    block_rows: int = Field(65536, ge=256, description="personas per block (unit of sharding)")
+    shards: int | None = Field(None, ge=1, description="Ray shards; unset = one per CPU")
+    ray_min_personas: int = Field(
+        200_000, ge=0, description="below this many candidates, shards run in-process"
+    )
+    preselect: float = Field(3.0, ge=1, description="is+ot: IS keeps preselect * n candidates")
+    also_weight: float = Field(
+        1.0, gt=0, description="weight of --also columns in the cost (1 = one trait SD)"
+    )
+    truncation_sample: int = Field(
+        2000, ge=0, description="personas sampled to measure the kernel truncation error"
+    )
+    report_max_rows: int = Field(
+        100_000, ge=1000, description="larger sets enter the report as a seeded subsample"
+    )
+
+
 class Config(Section):
     seed: int = Field(0, description="seed of every random choice (sampling, shuffles)")
     ray: RayConfig = Field(default_factory=RayConfig)
@@ -243,6 +313,9 @@ class Config(Section):
     mine: MineConfig = Field(default_factory=MineConfig)
     judge: JudgeConfig = Field(default_factory=JudgeConfig)
     score: ScoreConfig = Field(default_factory=ScoreConfig)
+    reference: ReferenceConfig = Field(default_factory=ReferenceConfig)
+    evaluate: EvaluateConfig = Field(default_factory=EvaluateConfig)
+    align: AlignConfig = Field(default_factory=AlignConfig)
 
     def masked(self) -> dict[str, Any]:
         """The configuration as plain data, safe to print or to store in a manifest."""

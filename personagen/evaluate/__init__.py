@@ -1,0 +1,1 @@
+"""Distribution metrics against a human reference, with noise floors, and the HTML report."""

@@ -1,0 +1,463 @@
+"""The evaluation report: `report.json` (all numbers) and a self-contained `report.html`.
+
+The HTML embeds its figures as base64 PNG (matplotlib Agg) and has no external CSS or JS, so it
+opens offline from any folder: per-trait histograms of the personas before/after against the
+reference, correlation heatmaps, the metrics table with each value as a multiple of its noise
+floor, and the weight distribution (with Kish ESS) when the caller passes weights.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+import json
+import math
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from personagen import TRAITS, __version__
+from personagen.errors import PersonagenError
+from personagen.evaluate.metrics import (
+    ENERGY_MAX_ROWS,
+    HEADLINE,
+    SLICED_PROJECTIONS,
+    distribution_metrics,
+    floor_ratios,
+    kish_ess,
+    noise_floor,
+    weighted_corr,
+)
+
+LABELS = {
+    "energy": "energy distance",
+    "sliced_wasserstein": "sliced Wasserstein-2",
+    "w1_mean": "Wasserstein-1 (mean over traits)",
+    "ks_max": "Kolmogorov-Smirnov (max over traits)",
+    "mean_abs_error": "|mean error| (mean over traits)",
+    "sd_abs_error": "|SD error| (mean over traits)",
+    "corr_error_max": "correlation error (max |r diff|)",
+    "corr_error_rmse": "correlation error (RMSE)",
+}
+
+
+def compare(
+    reference: np.ndarray,
+    after: np.ndarray,
+    before: np.ndarray | None = None,
+    *,
+    weights: np.ndarray | None = None,
+    reference_weights: np.ndarray | None = None,
+    seed: int = 0,
+    floor_repeats: int = 5,
+    energy_max_rows: int = ENERGY_MAX_ROWS,
+    n_projections: int = SLICED_PROJECTIONS,
+) -> dict[str, Any]:
+    """Metrics of `after` (and `before`) against the reference, each with its own-size floor.
+
+    `weights` are the alignment's candidate weights (summarised: ESS, spread);
+    `reference_weights` are survey weights of the reference rows (its `weight` column).
+    """
+    opts = {"seed": seed, "energy_max_rows": energy_max_rows, "n_projections": n_projections}
+    floors: dict[int, dict[str, Any]] = {}
+
+    def floor_for(n: int) -> dict[str, Any]:
+        if n not in floors:
+            floors[n] = noise_floor(
+                reference, n, repeats=floor_repeats, weights=reference_weights, **opts
+            )
+        return floors[n]
+
+    sets: dict[str, Any] = {}
+    for name, x in (("before", before), ("after", after)):
+        if x is None:
+            continue
+        metrics = distribution_metrics(x, reference, y_weights=reference_weights, **opts)
+        floor = floor_for(x.shape[0])
+        sets[name] = {"metrics": metrics, "floor": floor, "x_floor": floor_ratios(metrics, floor)}
+    report: dict[str, Any] = {
+        "personagen": __version__,
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "traits": list(TRAITS),
+        "n_reference": int(reference.shape[0]),
+        "n_after": int(after.shape[0]),
+        "n_before": None if before is None else int(before.shape[0]),
+        "sets": sets,
+    }
+    if weights is not None:
+        report["weights"] = weights_summary(weights)
+    return report
+
+
+def weights_summary(weights: np.ndarray) -> dict[str, Any]:
+    """Kish ESS and the shape of the candidate weights (how concentrated the resampling is)."""
+    w = np.asarray(weights, dtype=np.float64)
+    if w.ndim != 1 or w.size == 0 or not np.isfinite(w).all() or (w < 0).any() or w.sum() <= 0:
+        raise PersonagenError("weights must be finite, non-negative, with a positive sum")
+    p = w / w.sum()
+    top = np.sort(p)[::-1]
+    k = max(1, math.ceil(0.01 * w.size))
+    return {
+        "n": int(w.size),
+        "ess": kish_ess(w),
+        "ess_fraction": kish_ess(w) / w.size,
+        "zero": int((w == 0).sum()),
+        "max_share": float(top[0]),
+        "top_1pct_share": float(top[:k].sum()),
+        "quantiles": dict(
+            zip(
+                ["min", "p01", "p10", "p50", "p90", "p99", "max"],
+                np.quantile(w, [0, 0.01, 0.1, 0.5, 0.9, 0.99, 1]).tolist(),
+                strict=True,
+            )
+        ),
+    }
+
+
+def write_report(
+    out_dir: str | Path,
+    *,
+    reference: np.ndarray,
+    after: np.ndarray,
+    before: np.ndarray | None = None,
+    info: dict[str, Any],
+    weights: np.ndarray | None = None,
+    reference_weights: np.ndarray | None = None,
+    seed: int = 0,
+    floor_repeats: int = 5,
+    energy_max_rows: int = ENERGY_MAX_ROWS,
+    n_projections: int = SLICED_PROJECTIONS,
+) -> tuple[Path, Path]:
+    """Compute the comparison and write `report.json` and `report.html` into `out_dir`.
+
+    `info` is stored as given (method, parameters, timings...); it must be JSON-serialisable
+    (numpy scalars and arrays are converted). Returns the two paths.
+    """
+    report = compare(
+        reference,
+        after,
+        before,
+        weights=weights,
+        reference_weights=reference_weights,
+        seed=seed,
+        floor_repeats=floor_repeats,
+        energy_max_rows=energy_max_rows,
+        n_projections=n_projections,
+    )
+    return render_report(
+        out_dir,
+        report,
+        info=info,
+        reference=reference,
+        after=after,
+        before=before,
+        weights=weights,
+        reference_weights=reference_weights,
+    )
+
+
+def render_report(
+    out_dir: str | Path,
+    report: dict[str, Any],
+    *,
+    info: dict[str, Any],
+    reference: np.ndarray,
+    after: np.ndarray,
+    before: np.ndarray | None = None,
+    weights: np.ndarray | None = None,
+    reference_weights: np.ndarray | None = None,
+) -> tuple[Path, Path]:
+    """Write a `compare` result (plus `info`) as report.json and report.html."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    document = {**report, "info": info}
+    json_path = out / "report.json"
+    text = json.dumps(document, indent=2, default=_jsonable, allow_nan=False)
+    _atomic_write(json_path, text + "\n")
+    figures = {
+        "histograms": _histograms(reference, after, before, reference_weights),
+        "correlations": _heatmaps(reference, after, before, reference_weights),
+    }
+    if weights is not None:
+        figures["weights"] = _weights_figure(np.asarray(weights, dtype=np.float64))
+    html_path = out / "report.html"
+    _atomic_write(html_path, _html(document, figures))
+    return json_path, html_path
+
+
+def _atomic_write(path: Path, text: str) -> None:
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(text, encoding="utf-8")
+    tmp.replace(path)
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if isinstance(value, Path):
+        return str(value)
+    raise TypeError(f"report info value of type {type(value).__name__} is not JSON-serialisable")
+
+
+# --------------------------------------------------------------------------- figures
+
+_COLOURS = {"reference": "#444444", "before": "#d95f02", "after": "#1b9e77"}
+
+
+def _png(fig: Any) -> str:
+    import matplotlib.pyplot as plt
+
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=110, bbox_inches="tight")
+    plt.close(fig)
+    return base64.b64encode(buffer.getvalue()).decode("ascii")
+
+
+def _histograms(
+    reference: np.ndarray,
+    after: np.ndarray,
+    before: np.ndarray | None,
+    reference_weights: np.ndarray | None,
+) -> str:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    edges = np.linspace(0.95, 5.05, 42)
+    fig, axes = plt.subplots(1, len(TRAITS), figsize=(3.2 * len(TRAITS), 2.8), sharey=True)
+    for j, (ax, trait) in enumerate(zip(axes, TRAITS, strict=True)):
+        ax.hist(
+            reference[:, j],
+            bins=edges,
+            weights=reference_weights,
+            density=True,
+            color=_COLOURS["reference"],
+            alpha=0.3,
+            label=f"reference (n={reference.shape[0]:,})",
+        )
+        if before is not None:
+            ax.hist(
+                before[:, j],
+                bins=edges,
+                density=True,
+                histtype="step",
+                linestyle="--",
+                linewidth=1.4,
+                color=_COLOURS["before"],
+                label=f"before (n={before.shape[0]:,})",
+            )
+        ax.hist(
+            after[:, j],
+            bins=edges,
+            density=True,
+            histtype="step",
+            linewidth=1.6,
+            color=_COLOURS["after"],
+            label=f"after (n={after.shape[0]:,})",
+        )
+        ax.set_title(trait)
+        ax.set_xlim(edges[0], edges[-1])
+    axes[0].set_ylabel("density")
+    axes[-1].legend(fontsize=7, loc="upper right")
+    fig.tight_layout()
+    return _png(fig)
+
+
+def _heatmaps(
+    reference: np.ndarray,
+    after: np.ndarray,
+    before: np.ndarray | None,
+    reference_weights: np.ndarray | None,
+) -> str:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    panels = [("reference", weighted_corr(reference, reference_weights))]
+    if before is not None:
+        panels.append(("before", weighted_corr(before, None)))
+    panels.append(("after", weighted_corr(after, None)))
+    short = [t[:4] for t in TRAITS]
+    fig, axes = plt.subplots(1, len(panels), figsize=(3.6 * len(panels), 3.3))
+    axes = np.atleast_1d(axes)
+    image = None
+    for ax, (name, corr) in zip(axes, panels, strict=True):
+        image = ax.imshow(corr, vmin=-1, vmax=1, cmap="RdBu_r")
+        for i in range(len(TRAITS)):
+            for k in range(len(TRAITS)):
+                ax.text(k, i, f"{corr[i, k]:.2f}", ha="center", va="center", fontsize=7)
+        ax.set_xticks(range(len(TRAITS)), short, fontsize=8)
+        ax.set_yticks(range(len(TRAITS)), short, fontsize=8)
+        ax.set_title(f"{name} (Pearson r)")
+    fig.colorbar(image, ax=list(axes), shrink=0.8)
+    return _png(fig)
+
+
+def _weights_figure(weights: np.ndarray) -> str:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    w = weights / weights.sum() * weights.size
+    positive = w[w > 0]
+    fig, ax = plt.subplots(figsize=(6, 2.8))
+    if positive.size:
+        bins = np.logspace(np.log10(positive.min()), np.log10(positive.max()) + 1e-9, 50)
+        ax.hist(positive, bins=bins, color=_COLOURS["after"])
+        ax.set_xscale("log")
+    ax.set_xlabel("weight x n (1 = uniform)")
+    ax.set_ylabel("candidates")
+    ax.set_title(f"candidate weights (Kish ESS {kish_ess(weights):,.0f} of {weights.size:,})")
+    fig.tight_layout()
+    return _png(fig)
+
+
+# --------------------------------------------------------------------------- HTML
+
+_CSS = """
+body{font-family:system-ui,-apple-system,Segoe UI,Helvetica,Arial,sans-serif;margin:24px;
+color:#222;max-width:1200px}
+h1{font-size:1.4em}h2{font-size:1.15em;margin-top:1.6em}
+table{border-collapse:collapse;font-size:.9em;margin:.5em 0}
+td,th{border:1px solid #ccc;padding:3px 8px;text-align:right}
+th{background:#f3f3f3}td:first-child,th:first-child{text-align:left}
+.good{color:#1b7a43}.bad{color:#b3261e}img{max-width:100%}.note{color:#666;font-size:.85em}
+"""
+
+
+def _fmt(value: Any, digits: int = 4) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        return f"{value:.{digits}g}" if abs(value) < 1e4 else f"{value:,.0f}"
+    if isinstance(value, int):
+        return f"{value:,}"
+    return html.escape(str(value))
+
+
+def _ratio_cell(ratio: float | None) -> str:
+    if ratio is None:
+        return "<td>-</td>"
+    css = "good" if ratio <= 2 else "bad"
+    return f'<td class="{css}">{ratio:.2f}x</td>'
+
+
+def metrics_rows(report: dict[str, Any]) -> list[tuple[str, list[Any]]]:
+    """(label, values) rows of the headline table: per set value and x floor, then the floor."""
+    sets = report["sets"]
+    rows = []
+    for key in HEADLINE:
+        values: list[Any] = []
+        for name in ("before", "after"):
+            if name in sets:
+                values += [sets[name]["metrics"][key], sets[name]["x_floor"][key]]
+        values.append(sets["after"]["floor"]["mean"][key])
+        rows.append((LABELS[key], values))
+    return rows
+
+
+def _metrics_table(report: dict[str, Any]) -> str:
+    sets = report["sets"]
+    head = ["metric"]
+    for name in ("before", "after"):
+        if name in sets:
+            head += [name, "x floor"]
+    head.append(f"floor (n={sets['after']['floor']['n']:,})")
+    parts = ["<table><tr>" + "".join(f"<th>{html.escape(h)}</th>" for h in head) + "</tr>"]
+    for label, values in metrics_rows(report):
+        cells = [f"<td>{html.escape(label)}</td>"]
+        for i, value in enumerate(values[:-1]):
+            cells.append(_ratio_cell(value) if i % 2 else f"<td>{_fmt(value)}</td>")
+        cells.append(f"<td>{_fmt(values[-1])}</td>")
+        parts.append("<tr>" + "".join(cells) + "</tr>")
+    parts.append("</table>")
+    return "".join(parts)
+
+
+def _trait_table(report: dict[str, Any]) -> str:
+    sets = report["sets"]
+    head = ["trait"]
+    for name in ("before", "after"):
+        if name in sets:
+            head += [f"{name} W1", f"{name} KS", f"{name} mean err", f"{name} SD err"]
+    parts = ["<table><tr>" + "".join(f"<th>{html.escape(h)}</th>" for h in head) + "</tr>"]
+    for trait in TRAITS:
+        cells = [f"<td>{trait}</td>"]
+        for name in ("before", "after"):
+            if name not in sets:
+                continue
+            m = sets[name]["metrics"]
+            for key in ("w1", "ks", "mean_error", "sd_error"):
+                cells.append(f"<td>{_fmt(m[key][trait], 3)}</td>")
+        parts.append("<tr>" + "".join(cells) + "</tr>")
+    parts.append("</table>")
+    return "".join(parts)
+
+
+def _kv_table(data: dict[str, Any]) -> str:
+    rows = []
+    for key, value in data.items():
+        shown = json.dumps(value, default=_jsonable) if isinstance(value, dict | list) else value
+        rows.append(f"<tr><td>{html.escape(str(key))}</td><td>{_fmt(shown)}</td></tr>")
+    return "<table>" + "".join(rows) + "</table>"
+
+
+def _html(document: dict[str, Any], figures: dict[str, str]) -> str:
+    sets = document["sets"]
+    after = sets["after"]
+    floor = after["floor"]
+    method = after["metrics"]["method"]
+    sections = [
+        "<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'>",
+        "<title>personagen alignment report</title>",
+        f"<style>{_CSS}</style></head><body>",
+        "<h1>Persona set vs human reference</h1>",
+        f"<p>reference rows: {document['n_reference']:,} &middot; personas after: "
+        f"{document['n_after']:,}"
+        + (
+            f" &middot; before: {document['n_before']:,}"
+            if document.get("n_before") is not None
+            else ""
+        )
+        + f" &middot; personagen {html.escape(document['personagen'])} &middot; "
+        f"{html.escape(document['created'])}</p>",
+        "<h2>Metrics (x floor: the metric divided by its noise floor; &le; 2x in green)</h2>",
+        _metrics_table(document),
+        f"<p class='note'>Noise floor: the same metric between {html.escape(floor['sampling'])} "
+        f"of the reference, n = {floor['n']:,} each, mean of {floor['repeats']} repeats. "
+        f"Energy distance: {html.escape(method['energy'])}. Sliced Wasserstein: "
+        f"{html.escape(method['sliced_wasserstein'])}.</p>",
+        "<h2>Per trait</h2>",
+        _trait_table(document),
+        "<h2>Marginal distributions</h2>",
+        f'<img alt="per-trait histograms" src="data:image/png;base64,{figures["histograms"]}">',
+        "<h2>Correlations</h2>",
+        f'<img alt="correlation heatmaps" src="data:image/png;base64,{figures["correlations"]}">',
+    ]
+    if "weights" in document:
+        sections += [
+            "<h2>Candidate weights</h2>",
+            _kv_table(
+                {
+                    k: v
+                    for k, v in document["weights"].items()
+                    if k in ("n", "ess", "ess_fraction", "zero", "max_share", "top_1pct_share")
+                }
+            ),
+        ]
+        if "weights" in figures:
+            sections.append(
+                f'<img alt="weight histogram" src="data:image/png;base64,{figures["weights"]}">'
+            )
+    if document.get("info"):
+        sections += ["<h2>Run</h2>", _kv_table(document["info"])]
+    sections.append("</body></html>\n")
+    return "\n".join(sections)
