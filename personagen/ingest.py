@@ -270,35 +270,50 @@ SUMMARY_ROWS = [
 # ------------------------------------------------------------------------------ the stage
 
 
-def ingest(src: str | Path, out: str | Path, cfg: Config, fmt: str | None = None) -> IngestSummary:
-    """Ingest `src` into `out/histories` (replacing an earlier ingest there)."""
+def resolve_inputs(src: str | Path, fmt: str) -> tuple[list[Path], str]:
+    """The input files under `src` and their format (`auto` detected from the extensions)."""
+    files = list_inputs(src, fmt)
+    return files, detect_format(files) if fmt == "auto" else fmt
+
+
+def metadata_schema(fmt: str) -> pa.Schema | None:
+    """Typed metadata columns of a format (blogs); None = free columns carried as strings."""
+    return BLOG_METADATA if fmt == "blogs-xml" else None
+
+
+def ingest_rows(files: list[Path], fmt: str, cfg: IngestConfig) -> Any:
+    """The ingest operators as a Ray dataset of (kind, user_id, payload) rows (see `read_files`):
+    read files -> [group posts by user] -> window and redact. Local Ray or a cluster."""
     import ray
 
-    from personagen.cluster import available_cpus, init_ray
-    from personagen.raydata import CountingPartSink
+    from personagen.cluster import available_cpus
 
-    start = time.perf_counter()
-    fmt = fmt or cfg.ingest.format
-    files = list_inputs(src, fmt)
-    if fmt == "auto":
-        fmt = detect_format(files)
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    staging = out / f".{HISTORIES_DIR}.staging"
-    shutil.rmtree(staging, ignore_errors=True)
-
-    init_ray(cfg.ray)
     blocks = max(1, min(len(files), 4 * available_cpus()))
     ds = ray.data.from_items([{"path": str(p)} for p in files], override_num_blocks=blocks)
     ds = ds.map_batches(read_files, fn_kwargs={"fmt": fmt}, batch_format="numpy", batch_size=None)
     if fmt != "blogs-xml":
         ds = _group_post_rows(ds, partitions=blocks)
-    ds = ds.map_batches(
-        prepare_users, fn_kwargs={"cfg": cfg.ingest}, batch_format="numpy", batch_size=None
+    return ds.map_batches(
+        prepare_users, fn_kwargs={"cfg": cfg}, batch_format="numpy", batch_size=None
     )
-    metadata = BLOG_METADATA if fmt == "blogs-xml" else None
+
+
+def ingest(src: str | Path, out: str | Path, cfg: Config, fmt: str | None = None) -> IngestSummary:
+    """Ingest `src` into `out/histories` (replacing an earlier ingest there)."""
+    from personagen.cluster import init_ray
+    from personagen.raydata import CountingPartSink
+
+    start = time.perf_counter()
+    files, fmt = resolve_inputs(src, fmt or cfg.ingest.format)
+    out = Path(out).resolve()  # workers write there, and their working folder is not ours
+    out.mkdir(parents=True, exist_ok=True)
+    staging = out / f".{HISTORIES_DIR}.staging"
+    shutil.rmtree(staging, ignore_errors=True)
+
+    init_ray(cfg.ray)
+    metadata = metadata_schema(fmt)
     sink = CountingPartSink(staging, lambda table: split_for_sink(table, metadata))
-    ds.write_datasink(sink)
+    ingest_rows(files, fmt, cfg.ingest).write_datasink(sink)
 
     final = out / HISTORIES_DIR
     shutil.rmtree(final, ignore_errors=True)
@@ -308,7 +323,7 @@ def ingest(src: str | Path, out: str | Path, cfg: Config, fmt: str | None = None
     counts["files_found"] = len(files)
     errors = sorted(sink.records, key=lambda e: (e["path"], e["reason"]))
     summary = IngestSummary(counts, errors, time.perf_counter() - start, str(out))
-    _write_reports(out, summary, cfg)
+    write_reports(out, summary, cfg)
     summary.check()
     return summary
 
@@ -319,7 +334,7 @@ def _group_post_rows(ds: Any, partitions: int) -> Any:
     return grouped.map_groups(group_posts, batch_format="numpy")
 
 
-def _write_reports(out: Path, summary: IngestSummary, cfg: Config) -> None:
+def write_reports(out: Path, summary: IngestSummary, cfg: Config) -> None:
     with (out / "errors.jsonl").open("w", encoding="utf-8") as fh:
         for error in summary.errors:
             fh.write(
