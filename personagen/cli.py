@@ -172,5 +172,24 @@ def ingest_command(cfg: Config, src: str, fmt: str | None, out: str) -> None:
         click.echo(f"{len(summary.errors)} problems recorded in {Path(out) / 'errors.jsonl'}")
 
 
+# ------------------------------------------------------------------------------ embed / index
+
+
+@cli.command("embed")
+@click.argument("bank", type=click.Path(exists=True, file_okay=False))
+@click.option("--retry-failed", is_flag=True, help="Retry personas whose embedding failed before.")
+@click.option("--replace", is_flag=True, help="Drop existing embeddings (and index); embed all.")
+@common_options()
+def embed_command(cfg: Config, bank: str, retry_failed: bool, replace: bool) -> None:
+    """Embed persona narratives into the bank (resumable; model from embed.model)."""
+    from personagen.adapt.embed import SUMMARY_ROWS, embed_bank
+    from personagen.summary import print_counts
+
+    summary = embed_bank(bank, cfg, retry_failed=retry_failed, replace=replace)
+    print_counts(
+        f"embed: {bank} ({summary.model['model_id']})", summary.counts, SUMMARY_ROWS, summary.wall_s
+    )
+
+
 def main() -> None:
     cli(prog_name="personagen")

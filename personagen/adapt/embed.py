@@ -1,0 +1,325 @@
+"""The embed stage: persona texts -> L2-normalised float32 vectors in the bank's `embeddings` group.
+
+What is embedded: by default the persona's narrative alone (`embed.text=narrative`): it is the
+persona itself (what the simulation prompts with and what queries describe), while `attributes`
+are the miner's lossy extraction of the same narrative. `attributes+narrative` puts a compact
+attribute line first, so the facts queries filter on most (place, occupation, age) are inside the
+model's token window even when a long narrative is cut (MiniLM reads 256 word pieces; the summary
+counts the texts that were longer).
+
+Pipeline: the driver reads the personas not embedded yet (resumable: embedded ids and recorded
+failures are skipped) -> Ray Data `map_batches` on an actor pool (one model per actor, `threads`
+torch threads each) -> `CountingPartSink` into BANK/embeddings/. A row whose text is empty, or
+whose vector cannot be computed or is not finite, becomes a failure row with the reason; the
+summary proves personas = already embedded + skipped failures + embedded + failed.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import time
+from collections import Counter
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from personagen.adapt.embedder import Embedder, load_embedder, resolve_model
+from personagen.config import Config, EmbedConfig
+from personagen.errors import PersonagenError
+from personagen.io.bank import (
+    KEY,
+    conform,
+    embedding_type,
+    failure_rows,
+    group_schema,
+    read_failures,
+    read_group,
+    update_manifest,
+    write_failures,
+)
+
+log = logging.getLogger(__name__)
+
+STAGE = "embed"
+GROUP = "embeddings"
+
+_ATTRIBUTE_LABELS = (
+    ("age_range", "Age"),
+    ("gender", "Gender"),
+    ("occupation", "Occupation"),
+    ("location", "Location"),
+    ("interests", "Interests"),
+    ("values", "Values"),
+)
+
+
+# ------------------------------------------------------------------------------ the text
+
+
+def persona_text(narrative: str | None, attributes: dict[str, Any] | None, mode: str) -> str:
+    """The text embedded for one persona ("" when there is nothing to embed)."""
+    narrative = (narrative or "").strip()
+    if mode == "narrative" or not narrative:
+        return narrative
+    parts = []
+    for key, label in _ATTRIBUTE_LABELS:
+        value = (attributes or {}).get(key)
+        if isinstance(value, list):
+            value = ", ".join(str(v) for v in value if v)
+        if value:
+            parts.append(f"{label}: {value}.")
+    return " ".join(parts) + "\n" + narrative if parts else narrative
+
+
+def persona_texts(personas: pa.Table, mode: str) -> list[str]:
+    narratives = personas.column("narrative").to_pylist()
+    attributes = (
+        personas.column("attributes").to_pylist()
+        if "attributes" in personas.column_names
+        else [None] * len(narratives)
+    )
+    return [persona_text(n, a, mode) for n, a in zip(narratives, attributes, strict=True)]
+
+
+# ------------------------------------------------------------------------ the batch function
+
+
+def embed_rows(batch: pa.Table, embedder: Embedder) -> pa.Table:
+    """(persona_id, text) rows -> (persona_id, embedding, embed_model, error, truncated).
+
+    A batch that fails as a whole is retried row by row, so one bad text costs only its own row.
+    """
+    ids = batch.column(KEY).to_pylist()
+    texts = batch.column("text").to_pylist()
+    vectors = np.zeros((len(texts), embedder.dim), np.float32)
+    errors: list[str | None] = [None] * len(texts)
+    try:
+        vectors[:] = embedder.encode(texts)
+    except Exception as exc:
+        log.warning("batch of %d failed (%s); retrying row by row", len(texts), exc)
+        for i, text in enumerate(texts):
+            try:
+                vectors[i] = embedder.encode([text])[0]
+            except Exception as row_exc:
+                errors[i] = f"encode failed: {type(row_exc).__name__}: {row_exc}"
+    norms = np.linalg.norm(vectors, axis=1)
+    for i in np.flatnonzero(~np.isfinite(vectors).all(axis=1) | (np.abs(norms - 1) > 1e-3)):
+        errors[i] = errors[i] or f"bad vector (norm {norms[i]:.3g}, finite={np.isfinite(norms[i])})"
+    truncated = embedder.too_long(texts)
+    flat = pa.array(vectors.reshape(-1), pa.float32())
+    return pa.table(
+        {
+            KEY: pa.array(ids, pa.string()),
+            "embedding": pa.FixedSizeListArray.from_arrays(flat, embedder.dim),
+            "embed_model": pa.array([embedder.model_id] * len(ids), pa.string()),
+            "error": pa.array(errors, pa.string()),
+            "truncated": pa.array(truncated, pa.bool_()),
+        }
+    )
+
+
+class EmbedActor:
+    """One model per Ray actor; called on batches of (persona_id, text)."""
+
+    def __init__(self, cfg: EmbedConfig, threads: int) -> None:
+        self.embedder = load_embedder(cfg, threads)
+
+    def __call__(self, batch: pa.Table) -> pa.Table:
+        return embed_rows(batch, self.embedder)
+
+
+def split_embedded(table: pa.Table) -> tuple[pa.Table | None, Counter[str], list[dict[str, Any]]]:
+    """Sink side: good rows -> the embeddings group; failed rows -> failure records."""
+    counts: Counter[str] = Counter()
+    failed = pc.is_valid(table.column("error"))
+    counts["truncated"] = pc.sum(table.column("truncated")).as_py() or 0
+    records = [
+        {"persona_id": pid, "reason": reason}
+        for pid, reason in zip(
+            table.column(KEY).filter(failed).to_pylist(),
+            table.column("error").filter(failed).to_pylist(),
+            strict=True,
+        )
+    ]
+    counts["failed"] = len(records)
+    good = table.filter(pc.invert(failed))
+    counts["embedded"] = good.num_rows
+    if good.num_rows == 0:
+        return None, counts, records
+    dim = good.schema.field("embedding").type.list_size
+    good = good.set_column(
+        good.schema.get_field_index("embedding"),
+        pa.field("embedding", embedding_type(dim)),
+        good.column("embedding").cast(embedding_type(dim)),
+    )
+    return conform(good, group_schema(GROUP, dim)), counts, records
+
+
+# ------------------------------------------------------------------------------ summary
+
+
+@dataclass
+class EmbedSummary:
+    """Counts of one embed run; `check()` raises if they do not add up."""
+
+    counts: Counter[str]
+    model: dict[str, Any] = field(default_factory=dict)
+    failures: list[dict[str, Any]] = field(default_factory=list)
+    wall_s: float = 0.0
+
+    def check(self) -> None:
+        c = self.counts
+        accounted = c["already_embedded"] + c["skipped_failed"] + c["embedded"] + c["failed"]
+        if accounted != c["personas"]:
+            raise PersonagenError(
+                f"embed counts do not add up: {c['personas']} personas != {accounted} accounted"
+            )
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "counts": dict(sorted(self.counts.items())),
+            "wall_s": round(self.wall_s, 3),
+            "model_id": self.model.get("model_id"),
+        }
+
+
+SUMMARY_ROWS = [
+    ("personas in the bank", "personas"),
+    ("  already embedded (skipped)", "already_embedded"),
+    ("  failed before (skipped; --retry-failed)", "skipped_failed"),
+    ("  embedded now", "embedded"),
+    ("  failed now", "failed"),
+    ("    of which empty text", "failed_empty"),
+    ("texts cut to the model's token window", "truncated"),
+]
+
+
+# ------------------------------------------------------------------------------ the stage
+
+
+def embed_bank(
+    bank: str | Path, cfg: Config, *, retry_failed: bool = False, replace: bool = False
+) -> EmbedSummary:
+    """Embed every persona of `bank` not embedded yet; see the module docstring."""
+    start = time.perf_counter()
+    bank = Path(bank)
+    if not (bank / "personas").is_dir():
+        raise PersonagenError(f"no personas in {bank} (not a persona bank, or nothing mined yet)")
+    source = resolve_model(cfg.embed.model)
+    model_id = source.model_id(cfg.embed.backend)
+    if replace:
+        shutil.rmtree(bank / GROUP, ignore_errors=True)
+        shutil.rmtree(bank / "index", ignore_errors=True)
+    existing = read_group(bank, GROUP, [KEY, "embed_model"])
+    _check_same_space(existing, model_id)
+
+    personas = read_group(bank, "personas", [KEY, "narrative", "attributes"])
+    counts: Counter[str] = Counter(personas=personas.num_rows)
+    done = set(existing.column(KEY).to_pylist())
+    failed_before = set() if retry_failed or replace else _failed_ids(bank)
+    ids = personas.column(KEY).to_pylist()
+    is_done = [pid in done for pid in ids]
+    skip_failed = [pid in failed_before and not d for pid, d in zip(ids, is_done, strict=True)]
+    counts["already_embedded"] = sum(is_done)
+    counts["skipped_failed"] = sum(skip_failed)
+    todo_mask = pa.array([not (d or s) for d, s in zip(is_done, skip_failed, strict=True)])
+    todo = personas.filter(todo_mask)
+    texts = pa.array(persona_texts(todo, cfg.embed.text), pa.string())
+    todo = pa.table({KEY: todo.column(KEY), "text": texts}).sort_by(KEY)
+    empty = pc.equal(todo.column("text"), "")
+    failures = [
+        {"persona_id": pid, "reason": "empty narrative: nothing to embed"}
+        for pid in todo.column(KEY).filter(empty).to_pylist()
+    ]
+    counts["failed_empty"] = len(failures)
+    todo = todo.filter(pc.invert(empty))
+
+    embedder = load_embedder(cfg.embed, threads=cfg.embed.threads)
+    model = embedder.describe() | {"text": cfg.embed.text}
+    del embedder
+    if todo.num_rows:
+        sink_counts, sink_failures = _run_actors(bank, todo, cfg)
+        counts.update(sink_counts)
+        failures.extend(sink_failures)
+    counts["failed"] = len(failures)
+    if failures:
+        write_failures(
+            bank,
+            failure_rows(
+                [f["persona_id"] for f in failures],
+                STAGE,
+                [f["reason"] for f in failures],
+                [1] * len(failures),
+            ),
+        )
+    summary = EmbedSummary(counts, model, failures, time.perf_counter() - start)
+    update_manifest(
+        bank, embed=model | {"last_run": summary.as_dict(), "config": cfg.masked()["embed"]}
+    )
+    summary.check()
+    return summary
+
+
+def _check_same_space(existing: pa.Table, model_id: str) -> None:
+    """Refuse to mix vectors of two models in one bank."""
+    models = set(pc.unique(existing.column("embed_model")).to_pylist()) - {model_id}
+    if models:
+        raise PersonagenError(
+            f"the bank is embedded with {', '.join(sorted(models))}, not {model_id}; vectors "
+            "of two models cannot share an index: re-embed everything with --replace"
+        )
+
+
+def _failed_ids(bank: Path) -> set[str]:
+    return set(read_failures(bank, STAGE).column("input_id").to_pylist())
+
+
+def actor_layout(cfg: EmbedConfig, cpus: int) -> tuple[int, int]:
+    """(actors, threads per actor): by default one single-threaded actor per CPU."""
+    threads = min(cfg.threads, cpus)
+    actors = cfg.actors or max(1, cpus // threads)
+    return actors, threads
+
+
+def _run_actors(
+    bank: Path, todo: pa.Table, cfg: Config
+) -> tuple[Counter[str], list[dict[str, Any]]]:
+    import ray
+
+    from personagen.cluster import available_cpus, init_ray
+    from personagen.raydata import CountingPartSink
+
+    init_ray(cfg.ray)
+    actors, threads = actor_layout(cfg.embed, available_cpus())
+    size = cfg.embed.batch_size
+    log.info(
+        "embedding %d personas with %s: %d actors x %d threads, batches of %d",
+        todo.num_rows,
+        cfg.embed.model,
+        actors,
+        threads,
+        size,
+    )
+    ds = ray.data.from_arrow(list(_slices(todo, size)))
+    ds = ds.map_batches(
+        EmbedActor,
+        fn_constructor_kwargs={"cfg": cfg.embed, "threads": threads},
+        compute=ray.data.ActorPoolStrategy(size=actors),
+        num_cpus=threads,
+        batch_size=size,
+        batch_format="pyarrow",
+    )
+    sink = CountingPartSink(bank / GROUP, split_embedded)
+    ds.write_datasink(sink)
+    return sink.counts, sink.records
+
+
+def _slices(table: pa.Table, size: int) -> Iterable[pa.Table]:
+    for offset in range(0, table.num_rows, size):
+        yield table.slice(offset, size)
