@@ -41,5 +41,5 @@ def setup_logging(verbose: bool = False) -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(logging.DEBUG if verbose else logging.INFO)
-    for noisy in ("httpx", "httpcore", "openai", "urllib3", "filelock", "matplotlib"):
+    for noisy in ("httpx", "httpcore", "openai", "urllib3", "filelock", "matplotlib", "faiss"):
         logging.getLogger(noisy).setLevel(logging.DEBUG if verbose else logging.WARNING)

@@ -142,6 +142,7 @@ class Embedder:
         """What the manifest records about the vector space."""
         return {
             "model": self.source.name,
+            "path": str(self.source.path),
             "model_id": self.model_id,
             "fingerprint": self.source.fingerprint,
             "backend": self.backend,
