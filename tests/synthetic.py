@@ -48,11 +48,13 @@ def persona_table(n: int, start: int = 0, empty_every: int = 0) -> pa.Table:
     return pa.Table.from_pylist(rows)
 
 
-def clustered_vectors(n: int, dim: int, seed: int = 0, clusters: int = 20) -> np.ndarray:
+def clustered_vectors(
+    n: int, dim: int, seed: int = 0, clusters: int = 20, spread: float = 0.5
+) -> np.ndarray:
     """Unit vectors around random cluster centres (closer to real embeddings than uniform)."""
     rng = np.random.default_rng(seed)
     centres = rng.normal(size=(clusters, dim))
-    x = centres[rng.integers(0, clusters, n)] + rng.normal(size=(n, dim)) * 0.8
+    x = centres[rng.integers(0, clusters, n)] + rng.normal(size=(n, dim)) * spread
     x /= np.linalg.norm(x, axis=1, keepdims=True)
     return x.astype(np.float32)
 

@@ -158,8 +158,9 @@ def ivf_nlist(n: int, cfg: IndexConfig) -> int:
     """About 4 sqrt(n) lists (a power of two), never fewer than 39 training points per list."""
     if cfg.ivf_nlist is not None:
         return cfg.ivf_nlist
-    wanted = 2 ** round(math.log2(max(1.0, 4 * math.sqrt(n))))
-    return int(max(1, min(wanted, n // 39)))
+    wanted = round(math.log2(max(1.0, 4 * math.sqrt(n))))
+    trainable = math.floor(math.log2(max(1, n // 39)))
+    return 2 ** min(wanted, trainable)
 
 
 def new_index(kind: str, dim: int, n: int, cfg: IndexConfig) -> faiss.Index:
@@ -585,27 +586,25 @@ def _index_search(
 
 
 def _rerank(
-    queries: np.ndarray, rows: np.ndarray, vectors: np.ndarray, k: int
+    queries: np.ndarray, rows: np.ndarray, vectors: np.ndarray, k: int, chunk: int = 256
 ) -> tuple[np.ndarray, np.ndarray]:
     """Exact scores of each query's candidates (from the stored vectors), best k kept."""
     scores = np.full(rows.shape, -np.inf, np.float32)
-    for q, candidates in enumerate(rows):
-        valid = candidates >= 0
-        if valid.any():
-            scores[q, valid] = _dot_rows(vectors, candidates[valid], queries[q])
-    order = np.argsort(-scores, axis=1, kind="stable")[:, :k]
-    top_rows = np.take_along_axis(rows, order, axis=1)
-    top_scores = np.take_along_axis(scores, order, axis=1)
+    for a in range(0, len(rows), chunk):
+        block = rows[a : a + chunk]
+        flat = np.maximum(block, 0).ravel()
+        order = np.argsort(flat)  # read the memory-mapped rows in file order
+        gathered = np.empty((len(flat), vectors.shape[1]), np.float32)
+        gathered[order] = vectors[flat[order]]
+        block_scores = np.einsum(
+            "qd,qkd->qk", queries[a : a + chunk], gathered.reshape(*block.shape, -1)
+        )
+        scores[a : a + chunk] = np.where(block >= 0, block_scores, -np.inf)
+    top = np.argsort(-scores, axis=1, kind="stable")[:, :k]
+    top_rows = np.take_along_axis(rows, top, axis=1)
+    top_scores = np.take_along_axis(scores, top, axis=1)
     top_rows[~np.isfinite(top_scores)] = -1
     return top_scores, top_rows
-
-
-def _dot_rows(vectors: np.ndarray, rows: np.ndarray, query: np.ndarray) -> np.ndarray:
-    """Inner products of `query` with stored rows, read in ascending row order (page locality)."""
-    order = np.argsort(rows)
-    out = np.empty(len(rows), np.float32)
-    out[order] = np.asarray(vectors[rows[order]]) @ query
-    return out
 
 
 def _exact_subset(

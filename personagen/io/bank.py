@@ -223,7 +223,7 @@ def _latest_per_key(table: pa.Table, key: str) -> pa.Table:
     )
     if len(last) == table.num_rows:
         return table
-    return table.take(pc.sort_indices(last))
+    return table.take(pa.array(np.sort(last.to_numpy())))
 
 
 def read_group(bank: str | Path, group: str, columns: list[str] | None = None) -> pa.Table:
