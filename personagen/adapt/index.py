@@ -248,7 +248,7 @@ def build_index(bank: str | Path, cfg: Config) -> dict[str, Any]:
         if shards == 1 and not (kind == "ivfpq" and icfg.ondisk):
             _add_all(index, plan, vectors_path)
         else:
-            index = _build_sharded(index, plan, kind, shards, staging, vectors_path, icfg)
+            index = _build_sharded(index, plan, kind, shards, staging, vectors_path, cfg)
         faiss.write_index(index, str(staging / INDEX_FILE))
         pq.write_table(pa.table({KEY: plan.ids}), staging / IDS_FILE)
         info = _info(bank, plan, kind, index, shards, icfg, time.perf_counter() - start)
@@ -294,17 +294,45 @@ def _train(index: faiss.Index, plan: RowPlan, seed: int, size: int) -> None:
     index.train(sample)
 
 
+ADD_CHUNK = 65_536
+"""Vectors per FAISS add call: large enough for FAISS's threads, small enough for memory."""
+
+
 def _add_all(index: faiss.Index, plan: RowPlan, vectors_path: Path | None) -> None:
+    """Stream the plan's vectors into `index` (and the vector store), logging rate and ETA."""
     store = np.lib.format.open_memmap(vectors_path, mode="r+") if vectors_path else None
-    first = 0
-    for file, rows in zip(plan.files, plan.rows, strict=True):
-        vectors = read_vectors([file], [rows], plan.dim)
+    progress = _Progress(plan.n)
+    first, files, rows, pending = 0, [], [], 0
+    for i, (file, wanted) in enumerate(zip(plan.files, plan.rows, strict=True)):
+        files.append(file)
+        rows.append(wanted)
+        pending += len(wanted)
+        if pending < ADD_CHUNK and i < len(plan.files) - 1:
+            continue
+        vectors = read_vectors(files, rows, plan.dim)
         add_rows(index, vectors, first)
         if store is not None:
             store[first : first + len(vectors)] = vectors
         first += len(vectors)
+        progress.update(first)
+        files, rows, pending = [], [], 0
     if store is not None:
         store.flush()
+
+
+class _Progress:
+    """Log lines with vectors/s and ETA for index builds (long for HNSW on millions)."""
+
+    def __init__(self, total: int) -> None:
+        self.total, self.start = total, time.perf_counter()
+
+    def update(self, done: int) -> None:
+        elapsed = time.perf_counter() - self.start
+        rate = done / elapsed if elapsed > 0 else 0.0
+        eta = (self.total - done) / rate if rate else float("nan")
+        log.info(
+            "indexed %s/%s vectors (%.0f/s, ETA %.0fs)", f"{done:,}", f"{self.total:,}", rate, eta
+        )
 
 
 def _build_sharded(
@@ -314,7 +342,7 @@ def _build_sharded(
     shards: int,
     staging: Path,
     vectors_path: Path | None,
-    cfg: IndexConfig,
+    cfg: Config,
 ) -> faiss.Index:
     trained_path = staging / "trained.faiss"
     faiss.write_index(trained, str(trained_path))
@@ -337,10 +365,13 @@ def _build_sharded(
     else:
         import ray
 
+        from personagen.cluster import init_ray
+
+        init_ray(cfg.ray)
         task = ray.remote(num_cpus=1)(build_shard)
         paths = ray.get([task.remote(job) for job in jobs])
     merged = faiss.read_index(str(trained_path))
-    if kind == "ivfpq" and cfg.ondisk:
+    if kind == "ivfpq" and cfg.index.ondisk:
         from faiss.contrib.ondisk import merge_ondisk
 
         merge_ondisk(merged, [str(p) for p in paths], str(staging / IVFDATA_FILE))
