@@ -293,6 +293,7 @@ def _run_actors(
     import ray
 
     from personagen.cluster import available_cpus, init_ray
+    from personagen.progress import run_with_progress
     from personagen.raydata import CountingPartSink
 
     init_ray(cfg.ray)
@@ -316,7 +317,7 @@ def _run_actors(
         batch_format="pyarrow",
     )
     sink = CountingPartSink(bank / GROUP, split_embedded)
-    ds.write_datasink(sink)
+    run_with_progress(lambda: ds.write_datasink(sink), bank / GROUP, todo.num_rows, "embed")
     return sink.counts, sink.records
 
 
