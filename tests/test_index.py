@@ -211,3 +211,17 @@ def test_query_vectors_are_normalised(data):
     assert plain.column("persona_id").to_pylist() == scaled.column("persona_id").to_pylist()
     np.testing.assert_allclose(plain.column("score"), scaled.column("score"), atol=1e-5)
     assert load_index(bank).index.metric_type == faiss.METRIC_INNER_PRODUCT
+
+
+def test_flat_filter_falls_back_when_overfetch_finds_too_few(data):
+    bank, vectors, queries = data
+    cfg = config(type="flat", exact_filter_max=0)
+    build_index(bank, cfg)
+    bi = load_index(bank)
+    # allowed: the 10% of personas least similar to the first query
+    allowed = np.zeros(len(vectors), bool)
+    allowed[np.argsort(vectors @ queries[0])[: len(vectors) // 10]] = True
+    scores, rows = search_rows(bi, queries[:3], 10, allowed[numbers(bi)], cfg.index)
+    ref_scores, ref = exact(vectors, queries[:3], 10, allowed)
+    np.testing.assert_array_equal(numbers(bi)[rows], ref)
+    np.testing.assert_allclose(scores, ref_scores, atol=1e-5)
