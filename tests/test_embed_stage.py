@@ -7,7 +7,13 @@ import pyarrow as pa
 import pytest
 from synthetic import persona_table
 
-from personagen.adapt.embed import embed_bank, embed_rows, persona_text, split_embedded
+from personagen.adapt.embed import (
+    actor_layout,
+    embed_bank,
+    embed_rows,
+    persona_text,
+    split_embedded,
+)
 from personagen.adapt.embedder import load_embedder
 from personagen.config import Config, EmbedConfig
 from personagen.errors import PersonagenError
@@ -126,3 +132,12 @@ def test_embed_stage_on_ray_is_complete_resumable_and_deterministic(ray_local, t
 def test_embed_needs_personas(tmp_path):
     with pytest.raises(PersonagenError, match="no personas"):
         embed_bank(tmp_path, Config())
+
+
+def test_actor_layout():
+    assert actor_layout(EmbedConfig(), cpus=2, gpus=0) == (2, 1, 0)
+    assert actor_layout(EmbedConfig(threads=2), cpus=2, gpus=0) == (1, 2, 0)
+    assert actor_layout(EmbedConfig(threads=4, actors=3), cpus=2, gpus=0) == (3, 2, 0)
+    assert actor_layout(EmbedConfig(device="cuda"), cpus=16, gpus=2) == (2, 1, 1)
+    with pytest.raises(PersonagenError, match="no GPU"):
+        actor_layout(EmbedConfig(device="cuda"), cpus=16, gpus=0)

@@ -280,11 +280,18 @@ def _failed_ids(bank: Path) -> set[str]:
     return set(read_failures(bank, STAGE).column("input_id").to_pylist())
 
 
-def actor_layout(cfg: EmbedConfig, cpus: int) -> tuple[int, int]:
-    """(actors, threads per actor): by default one single-threaded actor per CPU."""
+def actor_layout(cfg: EmbedConfig, cpus: int, gpus: int) -> tuple[int, int, int]:
+    """(actors, CPU threads per actor, GPUs per actor).
+
+    On CPUs, by default one single-threaded actor per core (benchmarks/RESULTS.md: on 2 cores
+    two 1-thread actors beat one 2-thread actor); on `cuda`, one actor per GPU.
+    """
     threads = min(cfg.threads, cpus)
-    actors = cfg.actors or max(1, cpus // threads)
-    return actors, threads
+    if cfg.device.startswith("cuda") and cfg.backend == "torch":
+        if gpus < 1:
+            raise PersonagenError(f"embed.device={cfg.device} but the Ray cluster has no GPU")
+        return cfg.actors or gpus, threads, 1
+    return cfg.actors or max(1, cpus // threads), threads, 0
 
 
 def _run_actors(
@@ -297,14 +304,16 @@ def _run_actors(
     from personagen.raydata import CountingPartSink
 
     init_ray(cfg.ray)
-    actors, threads = actor_layout(cfg.embed, available_cpus())
+    gpus = int(ray.cluster_resources().get("GPU", 0))
+    actors, threads, gpus_each = actor_layout(cfg.embed, available_cpus(), gpus)
     size = cfg.embed.batch_size
     log.info(
-        "embedding %d personas with %s: %d actors x %d threads, batches of %d",
+        "embedding %d personas with %s: %d actors x %d threads%s, batches of %d",
         todo.num_rows,
         cfg.embed.model,
         actors,
         threads,
+        " + 1 GPU" if gpus_each else "",
         size,
     )
     ds = ray.data.from_arrow(list(_slices(todo, size)))
@@ -313,6 +322,7 @@ def _run_actors(
         fn_constructor_kwargs={"cfg": cfg.embed, "threads": threads},
         compute=ray.data.ActorPoolStrategy(size=actors),
         num_cpus=threads,
+        num_gpus=gpus_each,
         batch_size=size,
         batch_format="pyarrow",
     )
