@@ -17,7 +17,13 @@ from personagen.adapt.embed import (
 from personagen.adapt.embedder import load_embedder
 from personagen.config import Config, EmbedConfig
 from personagen.errors import PersonagenError
-from personagen.io.bank import read_failures, read_group, read_manifest, write_group
+from personagen.io.bank import (
+    read_failures,
+    read_group,
+    read_manifest,
+    update_manifest,
+    write_group,
+)
 
 
 def test_persona_text_modes():
@@ -141,3 +147,18 @@ def test_actor_layout():
     assert actor_layout(EmbedConfig(device="cuda"), cpus=16, gpus=2) == (2, 1, 1)
     with pytest.raises(PersonagenError, match="no GPU"):
         actor_layout(EmbedConfig(device="cuda"), cpus=16, gpus=0)
+
+
+def test_a_bank_keeps_one_text_mode(tmp_path):
+    bank = tmp_path / "bank"
+    write_group(bank, "personas", persona_table(3))
+    cfg = Config()
+    embedder = load_embedder(cfg.embed, threads=1)
+    rows = embed_rows(
+        pa.table({"persona_id": ["u0/0"], "text": ["a nurse"]}), embedder
+    ).drop_columns(["error", "truncated"])
+    write_group(bank, "embeddings", rows)
+    update_manifest(bank, embed=embedder.describe() | {"text": "narrative"})
+    cfg.embed.text = "attributes+narrative"
+    with pytest.raises(PersonagenError, match=r"embed\.text=narrative"):
+        embed_bank(bank, cfg)

@@ -40,6 +40,7 @@ from personagen.io.bank import (
     group_schema,
     read_failures,
     read_group,
+    read_manifest,
     update_manifest,
     write_failures,
 )
@@ -211,13 +212,12 @@ def embed_bank(
     bank = Path(bank)
     if not (bank / "personas").is_dir():
         raise PersonagenError(f"no personas in {bank} (not a persona bank, or nothing mined yet)")
-    source = resolve_model(cfg.embed.model)
-    model_id = source.model_id(cfg.embed.backend)
+    model = _describe_model(bank, cfg.embed)
     if replace:
         shutil.rmtree(bank / GROUP, ignore_errors=True)
         shutil.rmtree(bank / "index", ignore_errors=True)
     existing = read_group(bank, GROUP, [KEY, "embed_model"])
-    _check_same_space(existing, model_id)
+    _check_same_space(bank, existing, model)
 
     personas = read_group(bank, "personas", [KEY, "narrative", "attributes"])
     counts: Counter[str] = Counter(personas=personas.num_rows)
@@ -240,9 +240,6 @@ def embed_bank(
     counts["failed_empty"] = len(failures)
     todo = todo.filter(pc.invert(empty))
 
-    embedder = load_embedder(cfg.embed, threads=cfg.embed.threads)
-    model = embedder.describe() | {"text": cfg.embed.text}
-    del embedder
     if todo.num_rows:
         sink_counts, sink_failures = _run_actors(bank, todo, cfg)
         counts.update(sink_counts)
@@ -266,13 +263,33 @@ def embed_bank(
     return summary
 
 
-def _check_same_space(existing: pa.Table, model_id: str) -> None:
-    """Refuse to mix vectors of two models in one bank."""
-    models = set(pc.unique(existing.column("embed_model")).to_pylist()) - {model_id}
+def _describe_model(bank: Path, cfg: EmbedConfig) -> dict[str, Any]:
+    """The vector space this run writes: model id, dimension, text mode (manifest section).
+
+    Loading the model here also fails early on a bad model, before --replace deletes anything,
+    and makes the ONNX export once instead of in every actor; a bank already described for the
+    same model id skips the load.
+    """
+    model_id = resolve_model(cfg.model).model_id(cfg.backend)
+    known = read_manifest(bank).get("embed", {})
+    if known.get("model_id") == model_id and known.get("text") == cfg.text and "dim" in known:
+        return {k: v for k, v in known.items() if k not in ("last_run", "config")}
+    return load_embedder(cfg, threads=cfg.threads).describe() | {"text": cfg.text}
+
+
+def _check_same_space(bank: Path, existing: pa.Table, model: dict[str, Any]) -> None:
+    """Refuse to mix vectors of two models, or of two kinds of text, in one bank."""
+    models = set(pc.unique(existing.column("embed_model")).to_pylist()) - {model["model_id"]}
     if models:
         raise PersonagenError(
-            f"the bank is embedded with {', '.join(sorted(models))}, not {model_id}; vectors "
-            "of two models cannot share an index: re-embed everything with --replace"
+            f"the bank is embedded with {', '.join(sorted(models))}, not {model['model_id']}; "
+            "vectors of two models cannot share an index: re-embed everything with --replace"
+        )
+    text = read_manifest(bank).get("embed", {}).get("text")
+    if existing.num_rows and text and text != model["text"]:
+        raise PersonagenError(
+            f"the bank's vectors embed the {text!r} text, this run would embed "
+            f"{model['text']!r}: re-embed everything with --replace (or keep embed.text={text})"
         )
 
 
