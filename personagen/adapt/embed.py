@@ -22,6 +22,7 @@ import time
 from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -256,9 +257,10 @@ def embed_bank(
             ),
         )
     summary = EmbedSummary(counts, model, failures, time.perf_counter() - start)
-    update_manifest(
-        bank, embed=model | {"last_run": summary.as_dict(), "config": cfg.masked()["embed"]}
-    )
+    section = model | {"last_run": summary.as_dict(), "config": cfg.masked()["embed"]}
+    if counts["embedded"]:
+        section["changed"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    update_manifest(bank, embed=section)
     summary.check()
     return summary
 
@@ -273,7 +275,7 @@ def _describe_model(bank: Path, cfg: EmbedConfig) -> dict[str, Any]:
     model_id = resolve_model(cfg.model).model_id(cfg.backend)
     known = read_manifest(bank).get("embed", {})
     if known.get("model_id") == model_id and known.get("text") == cfg.text and "dim" in known:
-        return {k: v for k, v in known.items() if k not in ("last_run", "config")}
+        return {k: v for k, v in known.items() if k not in ("last_run", "config", "changed")}
     return load_embedder(cfg, threads=cfg.threads).describe() | {"text": cfg.text}
 
 

@@ -536,6 +536,14 @@ def load_index(bank: str | Path, mmap: bool = True) -> BankIndex:
         raise PersonagenError(
             f"index in {folder} is damaged: {index.ntotal} vectors, {len(ids)} ids"
         )
+    changed = read_manifest(bank).get("embed", {}).get("changed")
+    if changed and changed > info["built"]:
+        log.warning(
+            "the index of %s (built %s) predates embeddings added %s: run `personagen index`",
+            bank,
+            info["built"],
+            changed,
+        )
     return BankIndex(index, ids, info, folder, vectors)
 
 
