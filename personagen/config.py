@@ -121,9 +121,11 @@ class IndexConfig(Section):
     )
     hnsw_m: int = Field(32, ge=4, description="HNSW graph degree")
     hnsw_ef_construction: int = Field(64, ge=8)
-    hnsw_ef_search: int = Field(96, ge=1, description="HNSW candidate list at query time")
+    hnsw_ef_search: int = Field(192, ge=1, description="HNSW candidate list at query time")
     ivf_nlist: int | None = Field(
-        None, ge=1, description="IVF lists; unset = 4 * sqrt(n), rounded to a power of two"
+        None,
+        ge=1,
+        description="IVF lists; unset = about 4 * sqrt(n), at most train_size / 39",
     )
     ivf_nprobe: int = Field(32, ge=1, description="IVF lists visited per query")
     pq_m: int = Field(48, ge=1, description="PQ sub-quantizers (bytes per vector at 8 bits)")

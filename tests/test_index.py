@@ -65,7 +65,8 @@ def test_kind_by_size_and_nlist():
     cfg = IndexConfig(flat_max=10, hnsw_max=100)
     assert [choose_kind(n, cfg) for n in (10, 11, 100, 101)] == ["flat", "hnsw", "hnsw", "ivfpq"]
     assert choose_kind(5, IndexConfig(type="ivfpq")) == "ivfpq"
-    assert ivf_nlist(1_000_000, IndexConfig()) == 4096
+    assert ivf_nlist(1_000_000, IndexConfig()) == 2048  # 100k training vectors / 39
+    assert ivf_nlist(1_000_000, IndexConfig(train_size=200_000)) == 4096
     assert ivf_nlist(3000, IndexConfig()) == 64
     assert ivf_nlist(100, IndexConfig()) == 2
 

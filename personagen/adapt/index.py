@@ -158,11 +158,12 @@ def choose_kind(n: int, cfg: IndexConfig) -> str:
 
 
 def ivf_nlist(n: int, cfg: IndexConfig) -> int:
-    """About 4 sqrt(n) lists (a power of two), never fewer than 39 training points per list."""
+    """About 4 sqrt(n) lists (a power of two), at most one per 39 training vectors (FAISS's floor
+    for k-means), so raise `train_size` for banks far beyond ten million."""
     if cfg.ivf_nlist is not None:
         return cfg.ivf_nlist
     wanted = round(math.log2(max(1.0, 4 * math.sqrt(n))))
-    trainable = math.floor(math.log2(max(1, n // 39)))
+    trainable = math.floor(math.log2(max(1, min(n, cfg.train_size) // 39)))
     return 2 ** min(wanted, trainable)
 
 
