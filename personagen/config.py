@@ -130,7 +130,7 @@ class IndexConfig(Section):
     ivf_nprobe: int = Field(32, ge=1, description="IVF lists visited per query")
     pq_m: int = Field(48, ge=1, description="PQ sub-quantizers (bytes per vector at 8 bits)")
     refine: int = Field(
-        8, ge=0, description="IVF-PQ: re-rank k*refine candidates with exact vectors (0 = off)"
+        16, ge=0, description="IVF-PQ: re-rank k*refine candidates with exact vectors (0 = off)"
     )
     train_size: int = Field(100_000, ge=1000, description="vectors sampled to train IVF-PQ")
     shards: int | None = Field(

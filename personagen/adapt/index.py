@@ -298,7 +298,7 @@ def _train(index: faiss.Index, plan: RowPlan, seed: int, size: int) -> None:
     index.train(sample)
 
 
-ADD_CHUNK = 65_536
+ADD_CHUNK = 262_144
 """Vectors per FAISS add call: large enough for FAISS's threads, small enough for memory."""
 
 
