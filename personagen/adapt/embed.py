@@ -16,6 +16,7 @@ summary proves personas = already embedded + skipped failures + embedded + faile
 
 from __future__ import annotations
 
+import functools
 import logging
 import shutil
 import time
@@ -346,7 +347,10 @@ def _run_actors(
         batch_format="pyarrow",
     )
     sink = CountingPartSink(bank / GROUP, split_embedded)
-    run_with_progress(lambda: ds.write_datasink(sink), bank / GROUP, todo.num_rows, "embed")
+    # Writing a part takes milliseconds: a small CPU share keeps the writes from waiting for
+    # cores the actors hold (with one actor taking every core, Ray could not schedule them).
+    write = functools.partial(ds.write_datasink, sink, ray_remote_args={"num_cpus": 0.1})
+    run_with_progress(write, bank / GROUP, todo.num_rows, "embed")
     return sink.counts, sink.records
 
 
