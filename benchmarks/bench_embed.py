@@ -98,7 +98,7 @@ def main() -> None:
     ap.add_argument("--texts", type=int, default=1000)
     ap.add_argument(
         "--layouts",
-        default="2x1x256,1x2x256,2x1x64,2x1x1024",
+        default="2x1x256,1x2x256,2x1x64",
         help="actors x threads x batch_size of the stage runs",
     )
     ap.add_argument("--json", default=None)
@@ -133,12 +133,18 @@ def main() -> None:
             "layout": layout,
             "end_to_end_texts_s": round(len(docs) / full, 1),
             "steady_texts_s": round(steady, 1),
-            "vs_plain_all_cores": round(steady / rate_all, 3),
-            "end_to_end_vs_plain": round(len(docs) / full / rate_all, 3),
         }
         out["stage"].append(row)
         print(json.dumps(row), flush=True)
     shutil.rmtree(work, ignore_errors=True)
+    # plain encode again: the machine is shared, so each plain rate is the better of two runs
+    rate_all = max(rate_all, plain_rate(docs, base, cpus)[0])
+    rate_one = max(rate_one, plain_rate(docs, base, 1)[0])
+    out["plain"] = {"all_cores": round(rate_all, 1), "one_core": round(rate_one, 1)}
+    for row in out["stage"]:
+        row["vs_plain_all_cores"] = round(row["steady_texts_s"] / rate_all, 3)
+        row["vs_plain_per_core"] = round(row["steady_texts_s"] / cpus / rate_one, 3)
+        row["end_to_end_vs_plain"] = round(row["end_to_end_texts_s"] / rate_all, 3)
 
     # 2. backends: speed and retrieval quality against fp32 torch
     q_ref = load_embedder(base, threads=cpus).encode(queries)
@@ -157,7 +163,9 @@ def main() -> None:
         row = {
             "backend": backend,
             "texts_s": round(rate, 1),
-            "speedup": round(rate / rate_all, 2),
+            "speedup_vs_torch": round(rate / out["backends"][0]["texts_s"], 2)
+            if out["backends"]
+            else 1.0,
             "min_cosine_to_fp32": round(float((vectors * reference).sum(1).min()), 4),
             "top10_agreement": round(float(agreement), 4),
             "task_recall@10": round(float(own), 4),
@@ -175,24 +183,25 @@ def print_tables(out: dict) -> None:
         f"{out['plain']['one_core']} texts/s (1 core)"
     )
     print(
-        "| stage layout (actors x threads x batch) | steady texts/s | vs plain encode "
-        "| end-to-end texts/s | fixed cost s |"
+        "| stage layout (actors x threads x batch) | steady texts/s | vs plain (all cores) "
+        "| per core vs plain on 1 core | end-to-end texts/s | end-to-end vs plain |"
     )
-    print("|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|")
     for r in out["stage"]:
         print(
             f"| {r['layout']} | {r['steady_texts_s']} | {r['vs_plain_all_cores']} | "
-            f"{r['end_to_end_texts_s']} | {r['fixed_cost_s']} |"
+            f"{r['vs_plain_per_core']} | {r['end_to_end_texts_s']} | "
+            f"{r['end_to_end_vs_plain']} |"
         )
     print(
-        "\n| backend | texts/s | speed-up | min cosine to fp32 | top-10 agreement "
+        "\n| backend | texts/s | speed-up vs torch | min cosine to fp32 | top-10 agreement "
         "| task recall@10 |"
     )
     print("|---|---|---|---|---|---|")
     for r in out["backends"]:
         print(
-            f"| {r['backend']} | {r['texts_s']} | {r['speedup']} | {r['min_cosine_to_fp32']} | "
-            f"{r['top10_agreement']} | {r['task_recall@10']} |"
+            f"| {r['backend']} | {r['texts_s']} | {r['speedup_vs_torch']} | "
+            f"{r['min_cosine_to_fp32']} | {r['top10_agreement']} | {r['task_recall@10']} |"
         )
 
 
