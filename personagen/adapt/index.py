@@ -53,7 +53,14 @@ import pyarrow.parquet as pq
 from personagen.adapt.filters import parse_filters, where_mask
 from personagen.config import Config, EmbedConfig, IndexConfig
 from personagen.errors import PersonagenError
-from personagen.io.bank import KEY, part_files, read_bank, read_manifest, update_manifest
+from personagen.io.bank import (
+    GROUPS,
+    KEY,
+    part_files,
+    read_bank,
+    read_manifest,
+    update_manifest,
+)
 
 log = logging.getLogger(__name__)
 
@@ -504,7 +511,9 @@ class BankIndex:
         have = [n for n in self._columns.column_names if n != KEY] if self._columns else []
         missing = [n for n in wanted if n not in have]
         if missing or self._columns is None:
-            table = read_bank(self.bank, columns=[KEY, *have, *missing])
+            names = [*have, *missing]
+            groups = {g for g, schema in GROUPS.items() if set(names) & set(schema.names)}
+            table = read_bank(self.bank, columns=[KEY, *names], groups=groups | {"personas"})
             positions = pc.index_in(self.ids, value_set=table.column(KEY))
             self._columns = table.take(positions)
         return self._columns.select([KEY, *wanted])
