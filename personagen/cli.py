@@ -214,7 +214,9 @@ def index_command(cfg: Config, bank: str, kind: str | None) -> None:
 @cli.command("search")
 @click.argument("bank", type=click.Path(exists=True, file_okay=False))
 @click.argument("query", nargs=-1, required=True)
-@click.option("-k", "k", type=click.IntRange(min=1), default=10, show_default=True)
+@click.option(
+    "-k", "k", type=click.IntRange(min=1), default=10, show_default=True, help="Personas per query."
+)
 @click.option(
     "--where",
     "where",
