@@ -347,9 +347,12 @@ def _run_actors(
         batch_format="pyarrow",
     )
     sink = CountingPartSink(bank / GROUP, split_embedded)
-    # Writing a part takes milliseconds: a small CPU share keeps the writes from waiting for
-    # cores the actors hold (with one actor taking every core, Ray could not schedule them).
-    write = functools.partial(ds.write_datasink, sink, ray_remote_args={"num_cpus": 0.1})
+    # Writing a part takes milliseconds: the writes claim no CPU slot, so they never wait for
+    # cores the actors hold (with the actors holding every core Ray could not schedule them),
+    # and one writer per actor keeps up without starting a crowd of worker processes.
+    write = functools.partial(
+        ds.write_datasink, sink, ray_remote_args={"num_cpus": 0}, concurrency=actors
+    )
     run_with_progress(write, bank / GROUP, todo.num_rows, "embed")
     return sink.counts, sink.records
 
