@@ -550,5 +550,106 @@ def align_command(
         click.echo(line)
 
 
+# ------------------------------------------------------------------------------ embed / index
+
+
+@cli.command("embed")
+@click.argument("bank", type=click.Path(exists=True, file_okay=False))
+@click.option("--retry-failed", is_flag=True, help="Retry personas whose embedding failed before.")
+@click.option("--replace", is_flag=True, help="Drop existing embeddings (and index); embed all.")
+@common_options()
+def embed_command(cfg: Config, bank: str, retry_failed: bool, replace: bool) -> None:
+    """Embed persona narratives into the bank (resumable; model from embed.model)."""
+    from personagen.adapt.embed import SUMMARY_ROWS, embed_bank
+    from personagen.summary import print_counts
+
+    summary = embed_bank(bank, cfg, retry_failed=retry_failed, replace=replace)
+    print_counts(
+        f"embed: {bank} ({summary.model['model_id']})", summary.counts, SUMMARY_ROWS, summary.wall_s
+    )
+
+
+@cli.command("index")
+@click.argument("bank", type=click.Path(exists=True, file_okay=False))
+@click.option(
+    "--type",
+    "kind",
+    type=click.Choice(["auto", "flat", "hnsw", "ivfpq"]),
+    default=None,
+    help="Index type (default: config index.type; auto picks by bank size).",
+)
+@common_options()
+def index_command(cfg: Config, bank: str, kind: str | None) -> None:
+    """Build the FAISS index of the bank's embeddings (BANK/index)."""
+    from personagen.adapt.index import build_index
+
+    if kind is not None:
+        cfg.index.type = kind
+    info = build_index(bank, cfg)
+    print_info(f"index: {bank}", info)
+
+
+@cli.command("search")
+@click.argument("bank", type=click.Path(exists=True, file_okay=False))
+@click.argument("query", nargs=-1, required=True)
+@click.option(
+    "-k", "k", type=click.IntRange(min=1), default=10, show_default=True, help="Personas per query."
+)
+@click.option(
+    "--where",
+    "where",
+    multiple=True,
+    metavar="COND",
+    help="Filter (repeatable, ANDed): kept=true, attributes.gender=female, "
+    "attributes.location~japan|korea, openness>=3.5.",
+)
+@click.option("--width", type=int, default=80, show_default=True, help="Narrative snippet length.")
+@common_options()
+def search_command(
+    cfg: Config, bank: str, query: tuple[str, ...], k: int, where: tuple[str, ...], width: int
+) -> None:
+    """Find the personas closest to a text query, with attribute filters."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from personagen.adapt.index import search
+
+    text = " ".join(query)
+    results = search(bank, text, k, filters=list(where), columns=["narrative"], cfg=cfg)
+    table = Table(title=f"{text!r}: {results.num_rows} personas", title_justify="left")
+    for name, justify in (("rank", "right"), ("persona_id", "left"), ("score", "right")):
+        table.add_column(name, justify=justify)
+    table.add_column("narrative")
+    for row in results.to_pylist():
+        snippet = " ".join((row["narrative"] or "").split())
+        if len(snippet) > width:
+            snippet = snippet[: width - 1] + "…"
+        table.add_row(str(row["rank"]), row["persona_id"], f"{row['score']:.3f}", snippet)
+    Console().print(table)
+
+
+def print_info(title: str, info: dict[str, Any]) -> None:
+    """A two-column table of an info mapping (nested mappings flattened with dots)."""
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=title, show_header=False, title_justify="left")
+    table.add_column("what")
+    table.add_column("value", justify="right")
+    for key, value in _flatten(info):
+        table.add_row(key, f"{value:,}" if isinstance(value, int) else str(value))
+    Console().print(table)
+
+
+def _flatten(data: dict[str, Any], prefix: str = "") -> list[tuple[str, Any]]:
+    rows: list[tuple[str, Any]] = []
+    for key, value in data.items():
+        if isinstance(value, dict):
+            rows.extend(_flatten(value, f"{prefix}{key}."))
+        else:
+            rows.append((f"{prefix}{key}", value))
+    return rows
+
+
 def main() -> None:
     cli(prog_name="personagen")

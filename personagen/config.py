@@ -305,6 +305,76 @@ class AlignConfig(Section):
     )
 
 
+class EmbedConfig(Section):
+    """Sentence embeddings of personas (stage `embed`) and of search queries."""
+
+    model: str = Field(
+        "all-MiniLM-L6-v2",
+        description="sentence-transformers model: the packaged default, a local folder (e.g. a "
+        "fine-tuned model), or a model name already in the local Hugging Face cache",
+    )
+    backend: Literal["torch", "onnx", "onnx-int8"] = Field(
+        "torch",
+        description="torch, or ONNX Runtime (fp32 or dynamic int8; needs the `onnx` extra); "
+        "see benchmarks/RESULTS.md for speed and retrieval quality",
+    )
+    device: str = Field("cpu", description="torch device for backend=torch: cpu, cuda, cuda:1")
+    text: Literal["narrative", "attributes+narrative"] = Field(
+        "narrative", description="what is embedded for each persona"
+    )
+    batch_size: int = Field(256, ge=1, description="personas per Ray batch (one encode call)")
+    encode_batch_size: int = Field(32, ge=1, description="texts per forward pass")
+    actors: int | None = Field(
+        None, ge=1, description="embedding actors (one model each); unset = CPUs / threads"
+    )
+    threads: int = Field(1, ge=1, description="torch / ONNX Runtime threads per actor")
+    max_seq_length: int | None = Field(
+        None, ge=8, description="token limit per text; unset = the model's own"
+    )
+    cache_dir: str | None = Field(
+        None, description="where ONNX exports are kept; unset = ~/.cache/personagen"
+    )
+
+
+class IndexConfig(Section):
+    """The FAISS index over persona embeddings (stage `index`, `search`)."""
+
+    type: Literal["auto", "flat", "hnsw", "ivfpq"] = Field(
+        "auto", description="auto picks by size: flat <= flat_max < hnsw <= hnsw_max < ivfpq"
+    )
+    flat_max: int = Field(200_000, ge=0, description="auto: exact search up to this many vectors")
+    hnsw_max: int = Field(
+        5_000_000, ge=0, description="auto: HNSW up to this many vectors, IVF-PQ beyond"
+    )
+    hnsw_m: int = Field(32, ge=4, description="HNSW graph degree")
+    hnsw_ef_construction: int = Field(64, ge=8)
+    hnsw_ef_search: int = Field(192, ge=1, description="HNSW candidate list at query time")
+    ivf_nlist: int | None = Field(
+        None,
+        ge=1,
+        description="IVF lists; unset = about 4 * sqrt(n), at most train_size / 39",
+    )
+    ivf_nprobe: int = Field(32, ge=1, description="IVF lists visited per query")
+    pq_m: int = Field(48, ge=1, description="PQ sub-quantizers (bytes per vector at 8 bits)")
+    refine: int = Field(
+        16, ge=0, description="IVF-PQ: re-rank k*refine candidates with exact vectors (0 = off)"
+    )
+    train_size: int = Field(100_000, ge=1000, description="vectors sampled to train IVF-PQ")
+    shards: int | None = Field(
+        None,
+        ge=1,
+        description="flat/IVF-PQ build shards on Ray workers; unset = 1 below "
+        "shard_min vectors, else the cluster's CPUs",
+    )
+    shard_min: int = Field(1_000_000, ge=1)
+    ondisk: bool = Field(
+        False, description="IVF-PQ: merge shards into an on-disk inverted-list file"
+    )
+    exact_filter_max: int = Field(
+        20_000, ge=0, description="filters leaving at most this many personas: exact search"
+    )
+
+
 class Config(Section):
     seed: int = Field(0, description="seed of every random choice (sampling, shuffles)")
     ray: RayConfig = Field(default_factory=RayConfig)
@@ -316,6 +386,8 @@ class Config(Section):
     reference: ReferenceConfig = Field(default_factory=ReferenceConfig)
     evaluate: EvaluateConfig = Field(default_factory=EvaluateConfig)
     align: AlignConfig = Field(default_factory=AlignConfig)
+    embed: EmbedConfig = Field(default_factory=EmbedConfig)
+    index: IndexConfig = Field(default_factory=IndexConfig)
 
     def masked(self) -> dict[str, Any]:
         """The configuration as plain data, safe to print or to store in a manifest."""

@@ -1,8 +1,10 @@
-"""Live progress of a distributed stage: rows/s, tokens and ETA, from counters the workers send.
+"""Progress of distributed stages, two ways.
 
-Workers add to a `ProgressCounter` Ray actor (fire-and-forget calls, no waiting); a thread on the
-driver reads it every few seconds and logs one line. Ray Data's own progress bars show the
-operators; this line adds what only the stage knows (failures, tokens, requests, cache hits).
+- `progress_counter`: workers add counters (rows, failures, tokens, requests, cache hits) to a
+  `ProgressCounter` Ray actor with fire-and-forget calls; a driver thread logs one line per stage
+  every few seconds with rows/s and ETA. For the LLM stages, whose costs only they know.
+- `run_with_progress`: runs a Ray Data write in a worker thread and polls the Parquet footers of
+  the part files that appeared since it started: rows safely on disk, rows/s and ETA in a bar.
 """
 
 from __future__ import annotations
@@ -12,10 +14,26 @@ import logging
 import threading
 import time
 from collections import Counter
-from collections.abc import Iterator
-from typing import Any
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any, TypeVar
+
+import pyarrow.parquet as pq
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TaskProgressColumn,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
+
+from personagen.io.bank import part_files
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 
 class ProgressCounter:
@@ -84,3 +102,52 @@ def progress_counter(stages: list[str], totals: dict[str, int], interval_s: floa
         stop.set()
         thread.join(timeout=interval_s)
         ray.kill(actor)
+
+
+def run_with_progress(
+    write: Callable[[], T], folder: str | Path, total: int, label: str, interval_s: float = 1.0
+) -> T:
+    """Call `write()` (which adds parts to `folder`), showing the rows written so far."""
+    folder = Path(folder)
+    before = set(part_files(folder))
+    counted: dict[Path, int] = {}
+    result: list[T] = []
+    error: list[BaseException] = []
+
+    def target() -> None:
+        try:
+            result.append(write())
+        except BaseException as exc:
+            error.append(exc)
+
+    worker = threading.Thread(target=target, name=f"write-{label}", daemon=True)
+    start = time.perf_counter()
+    with Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TaskProgressColumn(),
+        TextColumn("{task.fields[rate]} rows/s"),
+        TimeElapsedColumn(),
+        TextColumn("ETA"),
+        TimeRemainingColumn(),
+        console=Console(stderr=True),
+    ) as progress:
+        task = progress.add_task(label, total=total, rate="-")
+        worker.start()
+        while worker.is_alive():
+            worker.join(interval_s)
+            done = _rows_written(folder, before, counted)
+            rate = done / max(time.perf_counter() - start, 1e-9)
+            progress.update(task, completed=done, rate=f"{rate:,.1f}")
+        progress.update(task, completed=_rows_written(folder, before, counted))
+    if error:
+        raise error[0]
+    return result[0]
+
+
+def _rows_written(folder: Path, before: set[Path], counted: dict[Path, int]) -> int:
+    for path in part_files(folder):
+        if path not in before and path not in counted:
+            counted[path] = pq.read_metadata(path).num_rows
+    return sum(counted.values())

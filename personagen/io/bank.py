@@ -221,13 +221,19 @@ def write_failures(bank: str | Path, table: pa.Table) -> Path | None:
 # Reading
 
 
-def _dataset(folder: Path) -> pds.Dataset | None:
+def part_files(folder: str | Path) -> list[Path]:
+    """The finished part files of a folder, in write order (the order readers rely on)."""
+    folder = Path(folder)
     if not folder.is_dir():
-        return None
-    files = sorted(str(p) for p in folder.glob("*.parquet") if not p.name.startswith("."))
+        return []
+    return sorted(p for p in folder.glob("*.parquet") if not p.name.startswith("."))
+
+
+def _dataset(folder: Path) -> pds.Dataset | None:
+    files = part_files(folder)
     if not files:
         return None
-    return pds.dataset(files, format="parquet")
+    return pds.dataset([str(f) for f in files], format="parquet")
 
 
 def _latest_per_key(table: pa.Table, key: str) -> pa.Table:
@@ -243,7 +249,7 @@ def _latest_per_key(table: pa.Table, key: str) -> pa.Table:
     )
     if len(last) == table.num_rows:
         return table
-    return table.take(np.sort(last.to_numpy()))
+    return table.take(pa.array(np.sort(last.to_numpy())))
 
 
 def read_group(bank: str | Path, group: str, columns: list[str] | None = None) -> pa.Table:

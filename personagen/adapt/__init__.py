@@ -1,0 +1,1 @@
+"""Task-specific adaptation: persona embeddings, the FAISS index, retrieval."""

@@ -1,0 +1,85 @@
+"""Small synthetic persona banks for the adapt tests (real bank format, made-up content)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+
+from personagen.io.bank import embedding_type, update_manifest, write_group
+
+OCCUPATIONS = ["nurse", "teacher", "software engineer", "farmer", "chef", "retired postman"]
+PLACES = ["Manila", "rural Ohio", "Berlin", "Osaka", "Lagos", "Toronto", "a village in Wales"]
+HOBBIES = ["hiking", "reading", "gaming", "cooking", "gardening"]
+
+
+def persona_table(n: int, start: int = 0, empty_every: int = 0) -> pa.Table:
+    """`personas` rows with varied narratives and attributes; every `empty_every`-th is empty."""
+    rows = []
+    for i in range(start, start + n):
+        job, place = OCCUPATIONS[i % len(OCCUPATIONS)], PLACES[(i // 2) % len(PLACES)]
+        hobby = HOBBIES[i % len(HOBBIES)]
+        narrative = (
+            f"Persona {i} works as a {job} in {place}. In spare time they love {hobby}, "
+            f"and friends describe them as {'quiet' if i % 3 else 'outgoing'}."
+        )
+        if empty_every and i % empty_every == empty_every - 1:
+            narrative = "  "
+        rows.append(
+            {
+                "persona_id": f"u{i}/0",
+                "user_id": f"u{i}",
+                "window_id": 0,
+                "narrative": narrative,
+                "attributes": {
+                    "age_range": ["18-24", "25-34", "35-44", "65+"][i % 4],
+                    "gender": ["female", "male"][i % 2],
+                    "occupation": job,
+                    "location": place,
+                    "interests": [hobby, "music"],
+                    "values": ["family"],
+                },
+                "source_meta": "{}",
+                "model": "test",
+                "prompt_version": "v0",
+            }
+        )
+    return pa.Table.from_pylist(rows)
+
+
+def clustered_vectors(
+    n: int, dim: int, seed: int = 0, clusters: int = 20, spread: float = 0.5
+) -> np.ndarray:
+    """Unit vectors around random cluster centres (closer to real embeddings than uniform)."""
+    rng = np.random.default_rng(seed)
+    centres = rng.normal(size=(clusters, dim))
+    x = centres[rng.integers(0, clusters, n)] + rng.normal(size=(n, dim)) * spread
+    x /= np.linalg.norm(x, axis=1, keepdims=True)
+    return x.astype(np.float32)
+
+
+def vector_bank(bank: Path, vectors: np.ndarray, parts: int = 4) -> list[str]:
+    """A bank with personas and precomputed embeddings in `parts` part files; returns the ids."""
+    n, dim = vectors.shape
+    ids = [f"u{i}/0" for i in range(n)]
+    model_id = "synthetic@000000000000"
+    for chunk in np.array_split(np.arange(n), parts):
+        a, b = int(chunk[0]), int(chunk[-1]) + 1
+        write_group(bank, "personas", persona_table(b - a, start=a))
+        flat = pa.array(vectors[a:b].reshape(-1), pa.float32())
+        write_group(
+            bank,
+            "embeddings",
+            pa.table(
+                {
+                    "persona_id": ids[a:b],
+                    "embedding": pa.FixedSizeListArray.from_arrays(flat, dim).cast(
+                        embedding_type(dim)
+                    ),
+                    "embed_model": [model_id] * (b - a),
+                }
+            ),
+        )
+    update_manifest(bank, embed={"model": "synthetic", "model_id": model_id, "dim": dim})
+    return ids
