@@ -314,6 +314,41 @@ def reliability_command(
     click.echo(f"report written to {path}")
 
 
+# ------------------------------------------------------------------------------------ build
+
+
+@cli.command("build")
+@click.option(
+    "--input",
+    "src",
+    type=click.Path(exists=True),
+    default=None,
+    help="Histories to build from (default: config build.input).",
+)
+@click.option(
+    "--dry-run",
+    is_flag=True,
+    help="Count the requests and prompt tokens the build would send per stage (and the cost).",
+)
+@common_options(out=True, out_required=True)
+def build_command(cfg: Config, src: str | None, dry_run: bool, out: str) -> None:
+    """The whole job as one Ray Data stream: ingest, mine, judge, score, embed; index, align."""
+    from personagen.summary import print_counts
+
+    if dry_run:
+        from personagen.estimate import estimate, print_estimate
+
+        print_estimate(estimate(cfg, out, src))
+        return
+    from personagen.build import build, summary_rows
+
+    summary = build(cfg, out, src)
+    print_counts(f"build: {out}", summary.counts, summary_rows(summary.stages), summary.wall_s)
+    for name, value in summary.outputs.items():
+        if name != "index":
+            click.echo(f"{name}: {value}")
+
+
 # ------------------------------------------------------------------------------------- demo
 
 

@@ -257,6 +257,16 @@ def item_messages(params: ScoreParams, narrative: str, item: Item) -> Messages:
     return params.prompt.messages(data, scale_slots(scale))
 
 
+def batch_messages(params: ScoreParams, narrative: str, items: list[Item]) -> Messages:
+    scale = params.instrument.scale
+    data = {
+        "persona": narrative,
+        "scale": scale_text(scale),
+        "statements": [{"id": item.id, "text": item.text} for item in items],
+    }
+    return params.prompt.messages(data, scale_slots(scale))
+
+
 async def _ask_items(
     client: LLMClient, narrative: str, order: list[Item], usage: Usage, params: ScoreParams
 ) -> tuple[dict[str, ItemAnswer], dict[str, str]]:
@@ -358,13 +368,8 @@ async def _ask_batch(
     client: LLMClient, narrative: str, items: list[Item], usage: Usage, params: ScoreParams
 ) -> dict[str, ItemAnswer]:
     scale = params.instrument.scale
-    data = {
-        "persona": narrative,
-        "scale": scale_text(scale),
-        "statements": [{"id": item.id, "text": item.text} for item in items],
-    }
     answer = await client.structured(
-        params.prompt.messages(data, scale_slots(scale)),
+        batch_messages(params, narrative, items),
         BatchAnswers,
         prompt_version=params.prompt.version,
         context={"ids": [item.id for item in items], "min": scale.min, "max": scale.max},
