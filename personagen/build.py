@@ -119,7 +119,8 @@ def history_rows(
     """Ingest rows (kind, user_id, payload) -> the history rows not finished yet.
 
     The ingest's counts and errors go to the `ledger` actor, beside the data rather than
-    through it; the driver writes them out at the end.
+    through it (one call per block, waited for, so none is outstanding when the stream ends);
+    the driver writes them out at the end.
     """
     from personagen.ingest import split_for_sink
 
@@ -129,7 +130,9 @@ def history_rows(
     todo = histories.filter(pc.invert(pc.is_in(histories.column("history_id"), value_set=done)))
     counts["build:already_done"] += histories.num_rows - todo.num_rows
     counts["build:todo"] += todo.num_rows
-    ledger.add.remote(dict(counts), errors)
+    import ray
+
+    ray.get(ledger.add.remote(dict(counts), errors))  # waited for: these counts must all land
     return todo
 
 
@@ -267,7 +270,12 @@ def _stream(
 
             space = embedding_space(bank, cfg.embed)
             ds = map_embed_stage(
-                ds, cfg, after="mine", progress=ledger, actor_cpus=cfg.build.embed_cpus
+                ds,
+                cfg,
+                after="mine",
+                progress=ledger,
+                actor_cpus=cfg.build.embed_cpus,
+                batch_size=cfg.build.rows_per_block,
             )
         ds.write_datasink(sink)
         counts, errors = ray.get(ledger.records.remote())
@@ -275,7 +283,8 @@ def _stream(
         from personagen.adapt.embed import record_space
 
         record_space(bank, cfg, space, changed=sink.counts["embed:out"] > 0)
-    counts = Counter(counts)
+    # The ledger also holds the stages' live progress counters; the sink's are the final ones.
+    counts = Counter({k: v for k, v in counts.items() if k.split(":")[0] not in stages})
     counts.update(sink.counts)
     counts["files_found"] = len(files)
     return counts, errors
@@ -294,7 +303,7 @@ def _llm_stage(
 ) -> Any:
     """The `LLMStage` of `stage`, its provenance recorded in the manifest."""
     from personagen import judge, mine, score
-    from personagen.llm.runs import record_stage
+    from personagen.llm.runs import cache_folder, record_stage
     from personagen.psychometrics.instruments import get_instrument
     from personagen.psychometrics.scoring import check_min_items
 
@@ -307,7 +316,7 @@ def _llm_stage(
     else:
         instrument = get_instrument(cfg.score.instrument)
         check_min_items(instrument, cfg.score.min_items_per_trait)
-        mode, _ = score.resolve_mode(cfg.score, instrument, llm, endpoint)
+        mode, _ = score.resolve_mode(cfg.score, instrument, llm, endpoint, cache_folder(cfg, bank))
         built = score.score_stage(cfg, instrument, mode, after=after)
         score.record_score(bank, llm, endpoint, built.params)
     return built

@@ -175,12 +175,18 @@ class ChainedEmbedActor:
 
 
 def map_embed_stage(
-    ds: Any, cfg: Config, after: str, progress: Any = None, actor_cpus: float | None = None
+    ds: Any,
+    cfg: Config,
+    after: str,
+    progress: Any = None,
+    actor_cpus: float | None = None,
+    batch_size: int | None = None,
 ) -> Any:
     """Add the embed step to a chained Ray dataset (see `ChainedEmbedActor`). On CPUs it runs
     one actor unless `embed.actors` says otherwise: it shares the cores with the LLM stages and
     is far faster than they are; on GPUs, one actor per GPU. `actor_cpus` is what each actor
-    claims from Ray's scheduler (default: its threads)."""
+    claims from Ray's scheduler (default: its threads); `batch_size` caps `embed.batch_size`, so
+    that rows are not held back waiting for a full batch in a stream of small blocks."""
     import ray
 
     from personagen.cluster import available_cpus
@@ -200,7 +206,7 @@ def map_embed_stage(
         compute=ray.data.ActorPoolStrategy(size=actors),
         num_cpus=threads if actor_cpus is None else actor_cpus,
         num_gpus=gpus_each,
-        batch_size=cfg.embed.batch_size,
+        batch_size=min(cfg.embed.batch_size, batch_size or cfg.embed.batch_size),
         batch_format="pyarrow",
     )
 
