@@ -332,7 +332,7 @@ def reliability_command(
 )
 @common_options(out=True, out_required=True)
 def build_command(cfg: Config, src: str | None, dry_run: bool, out: str) -> None:
-    """The whole job as one Ray Data stream: ingest, mine, judge, score, embed; index, align."""
+    """The whole job on Ray: ingest, mine, judge, score, embed, index, align."""
     from personagen.summary import print_counts
 
     if dry_run:
@@ -355,21 +355,22 @@ def build_command(cfg: Config, src: str | None, dry_run: bool, out: str) -> None
 @cli.command("demo")
 @common_options(out=True)
 def demo_command(cfg: Config, out: str | None) -> None:
-    """Run the pipeline on the embedded defaults and the bundled example histories."""
+    """Run the whole build on the embedded defaults and the bundled example histories (offline)."""
+    from personagen.build import summary_rows
     from personagen.demo import run_demo
-    from personagen.ingest import SUMMARY_ROWS
     from personagen.summary import print_counts
 
-    folder = Path(out or "personagen-demo")
-    summary = run_demo(cfg, folder)
-    print_counts(
-        "demo: ingest of the example histories", summary.counts, SUMMARY_ROWS, summary.wall_s
-    )
-    click.echo(f"histories: {folder / 'ingest' / 'histories'}")
+    bank = Path(out or "personagen-demo").resolve()
+    summary = run_demo(cfg, bank)
+    print_counts("demo", summary.counts, summary_rows(summary.stages), summary.wall_s)
+    aligned = Path(summary.outputs["aligned"])
+    click.echo(f"persona bank:      {bank}  (personagen.io.bank.read_bank)")
+    click.echo(f'FAISS index:       {bank / "index"}  (personagen search {bank} "...")')
     click.echo(
-        "this version runs the ingest stage only; mining, judging, scoring and "
-        "alignment are added as they land"
+        f"aligned personas:  {aligned / 'personas.parquet'} ({summary.outputs['align_method']})"
     )
+    click.echo(f"report:            {aligned / 'report.html'}  (open it in a browser)")
+    click.echo(f"manifest:          {bank / 'manifest.json'}")
 
 
 # -------------------------------------------------------------------------------- reference
