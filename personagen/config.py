@@ -150,7 +150,8 @@ class JudgeConfig(StageLLMConfig):
 class RayConfig(Section):
     address: str | None = Field(
         None,
-        description="Ray cluster address (or `auto`: the Ray already running here); unset = RAY_ADDRESS or a new local Ray instance",
+        description="Ray cluster address, or `auto` (the Ray already running here); "
+        "unset = RAY_ADDRESS or a new local Ray instance",
     )
     num_cpus: int | None = Field(None, ge=1, description="CPUs for a local Ray instance")
     object_store_mb: int | None = Field(
