@@ -355,7 +355,7 @@ def build_command(cfg: Config, src: str | None, dry_run: bool, out: str) -> None
 @cli.command("demo")
 @common_options(out=True)
 def demo_command(cfg: Config, out: str | None) -> None:
-    """Run the whole build on the embedded defaults and the bundled example histories (offline)."""
+    """The whole build, offline: embedded LLM and embedder, example histories, builtin reference."""
     from personagen.build import summary_rows
     from personagen.demo import run_demo
     from personagen.summary import print_counts

@@ -1,6 +1,7 @@
 """A real two-node Ray cluster on this machine (loopback only): `ray job submit` of a small build.
 
-`ray start --head` plus a second `ray start --address ...` node, each with one CPU, token
+`ray start --head` plus a second `ray start --address ...` node, each with two logical CPUs (so a
+task that claims a whole CPU finds one next to the fractional LLM actors), token
 authentication on; the build job comes in through the job server with the repository as its
 working directory and `jobs/runtime_env.yaml`, exactly as on a cloud cluster. The cluster's
 processes are found by its own temporary folder and stopped at the end (`ray stop` would also stop
@@ -87,7 +88,7 @@ def two_node_cluster():
     gcs, dashboard = free_port(), free_port()
     env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
     env |= {"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": secrets.token_hex(32)}
-    common = ["--num-cpus=1", "--node-ip-address=127.0.0.1", "--disable-usage-stats"]
+    common = ["--num-cpus=2", "--node-ip-address=127.0.0.1", "--disable-usage-stats"]
     try:
         run(
             [
