@@ -16,7 +16,7 @@ from pydantic import BaseModel
 
 from personagen.config import EmbeddedLLMConfig, LLMConfig
 from personagen.llm.client import LLMClient
-from personagen.llm.server import EmbeddedServer, default_model_path
+from personagen.llm.server import EmbeddedServer, default_model_path, llm_endpoints
 from personagen.mine import MinedPersona, mine_prompt
 
 pytestmark = pytest.mark.slow
@@ -145,3 +145,21 @@ def test_the_server_never_outlives_personagen(how):
         if child.poll() is None:
             child.kill()
             child.wait()
+
+
+def test_stages_streaming_side_by_side_get_one_embedded_server_each():
+    import urllib.error
+    import urllib.request
+
+    embedded = LLMConfig(embedded=SMALL)
+    remote = LLMConfig(base_url="http://127.0.0.1:9/v1")
+    with llm_endpoints([embedded, remote, embedded]) as (first, other, second):
+        assert other.base_url == remote.base_url and not other.embedded
+        assert first.embedded and second.embedded and first.base_url != second.base_url
+        assert first.identity == second.identity  # one model file: the response cache is shared
+        for endpoint in (first, second):
+            with urllib.request.urlopen(f"{endpoint.base_url}/models", timeout=30) as answer:
+                assert answer.status == 200
+    for endpoint in (first, second):
+        with pytest.raises(urllib.error.URLError):
+            urllib.request.urlopen(f"{endpoint.base_url}/models", timeout=5)

@@ -249,11 +249,22 @@ def llm_endpoint(cfg: LLMConfig) -> Iterator[Endpoint]:
 
 @contextlib.contextmanager
 def llm_endpoints(cfgs: list[LLMConfig]) -> Iterator[list[Endpoint]]:
-    """Endpoints for several stages (e.g. miner and judge): all that leave `base_url` unset share
-    one embedded server, started only if one of them needs it."""
-    if all(cfg.base_url for cfg in cfgs):
-        yield [Endpoint.remote(cfg.base_url) for cfg in cfgs if cfg.base_url]
-        return
-    embedded_cfg = next(cfg for cfg in cfgs if not cfg.base_url)
-    with llm_endpoint(embedded_cfg) as embedded:
-        yield [Endpoint.remote(cfg.base_url) if cfg.base_url else embedded for cfg in cfgs]
+    """Endpoints for stages that stream side by side (e.g. miner and judge): each stage that
+    leaves `base_url` unset gets its own embedded server.
+
+    llama-cpp-python's server answers one request at a time and keeps one prompt prefix: shared,
+    the stages would queue behind each other and evict each other's cached prefix (a scoring
+    request then re-reads the whole persona after every mining request). Separate servers use
+    the cores side by side, their threads split so that together they take half of them.
+    """
+    embedded = [cfg for cfg in cfgs if not cfg.base_url]
+    threads = max(1, (os.cpu_count() or 2) // (2 * max(1, len(embedded))))
+    with contextlib.ExitStack() as stack:
+        endpoints = []
+        for cfg in cfgs:
+            if cfg.base_url is None and cfg.embedded.n_threads is None:
+                cfg = cfg.model_copy(
+                    update={"embedded": cfg.embedded.model_copy(update={"n_threads": threads})}
+                )
+            endpoints.append(stack.enter_context(llm_endpoint(cfg)))
+        yield endpoints
