@@ -355,7 +355,7 @@ def build_command(cfg: Config, src: str | None, dry_run: bool, out: str) -> None
 @cli.command("demo")
 @common_options(out=True)
 def demo_command(cfg: Config, out: str | None) -> None:
-    """The whole build, offline: embedded LLM and embedder, example histories, builtin reference."""
+    """The whole build offline: embedded LLM and embedder, example histories."""
     from personagen.build import summary_rows
     from personagen.demo import run_demo
     from personagen.summary import print_counts

@@ -60,9 +60,10 @@ def test_429_is_retried_no_sooner_than_retry_after():
 
 
 def test_5xx_and_hangs_are_retried_until_an_answer_comes():
-    faults = Faults(rules={"FLAKY": "500*2", "SLOW": "hang*1"}, hang_s=5)
+    hang_s = 60
+    faults = Faults(rules={"FLAKY": "500*2", "SLOW": "hang*1"}, hang_s=hang_s)
     with LLMTestServer(faults) as server:
-        cfg = config(server, timeout_s=0.5)
+        cfg = config(server, timeout_s=2)
         usage = Usage()
         result, _ = run(
             lambda c: c.structured(ask("FLAKY"), Answer, prompt_version="t", usage=usage), cfg
@@ -71,12 +72,18 @@ def test_5xx_and_hangs_are_retried_until_an_answer_comes():
         assert usage.requests == 3 and usage.retries == 2
         usage = Usage()
         start = time.monotonic()
-        run(lambda c: c.structured(ask("SLOW"), Answer, prompt_version="t", usage=usage), cfg)
-        assert usage.retries == 1 and time.monotonic() - start < 3
-        deadline = time.monotonic() + 5  # the hung request is logged when the server notices
+        result, _ = run(
+            lambda c: c.structured(ask("SLOW"), Answer, prompt_version="t", usage=usage), cfg
+        )
+        # Given up after the timeout and asked again; never waited for the hang to end. (On a
+        # loaded machine an answer may itself outlast the timeout once: retries >= 1.)
+        assert isinstance(result, Answer) and usage.retries >= 1
+        assert time.monotonic() - start < hang_s / 2
+        deadline = time.monotonic() + 10  # the hung request is logged when the server notices
         while server.outcomes()["hang"] == 0 and time.monotonic() < deadline:
             time.sleep(0.05)
-        assert server.outcomes() == {"500": 2, "ok": 2, "hang": 1}
+        outcomes = server.outcomes()
+        assert outcomes["500"] == 2 and outcomes["hang"] == 1 and outcomes["ok"] >= 2
 
 
 def test_4xx_that_cannot_succeed_is_not_retried():

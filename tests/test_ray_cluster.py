@@ -42,7 +42,8 @@ def free_port() -> int:
 
 def run(args: list[str], env: dict[str, str], timeout: float = 180) -> subprocess.CompletedProcess:
     result = subprocess.run(args, env=env, capture_output=True, text=True, timeout=timeout)
-    assert result.returncode == 0, f"{' '.join(args[:3])} failed:\n{result.stdout[-4000:]}"
+    output = f"{result.stdout[-3000:]}\n{result.stderr[-2000:]}"
+    assert result.returncode == 0, f"{' '.join(args[:3])} failed:\n{output}"
     return result
 
 
@@ -70,7 +71,7 @@ def alive_nodes(env: dict[str, str], address: str) -> int:
 
 def submit_when_ready(job: list[str], env: dict[str, str]) -> subprocess.CompletedProcess:
     """`ray job submit`, again while the head's job agent has not registered yet."""
-    deadline = time.monotonic() + 90
+    deadline = time.monotonic() + 180
     while True:
         result = subprocess.run(job, env=env, capture_output=True, text=True, timeout=900)
         if "No available agent" not in result.stderr or time.monotonic() > deadline:
@@ -123,7 +124,7 @@ def test_build_submitted_as_a_ray_job_to_a_two_node_cluster(two_node_cluster, tm
     bank = tmp_path / "bank"
     with LLMTestServer(Faults(latency_s=0.01, seed=5)) as server:
         settings = [s for s in build_settings(server) if not s.startswith("ray.")]
-        submitted = run(
+        submitted = submit_when_ready(
             [
                 RAY,
                 "job",
@@ -141,7 +142,6 @@ def test_build_submitted_as_a_ray_job_to_a_two_node_cluster(two_node_cluster, tm
                 *set_args(settings),
             ],
             env,
-            timeout=900,
         )
         assert "succeeded" in submitted.stdout + submitted.stderr
         assert len(server.records()) > n
