@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import json
 import random
+from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
@@ -157,6 +158,19 @@ def test_processor_config_carries_the_vllm_section():
     # The judge's own model is what its processor loads.
     judge_llm = load_config(None, [*SETTINGS, "judge.model=/models/judge"]).judge.endpoint(cfg.llm)
     assert processor_config(judge_llm).model_source == "/models/judge"
+
+
+def test_the_example_job_config_asks_for_cluster_yaml_gpu_workers():
+    import yaml
+
+    root = Path(__file__).resolve().parents[1]
+    cfg = load_config(root / "jobs" / "configs" / "vllm-ray.yaml")
+    assert cfg.llm.engine == "ray-vllm"
+    assert score_mode(cfg.score, get_instrument(cfg.score.instrument)) == "batch"
+    accelerator = processor_config(cfg.llm).accelerator_type
+    cluster = yaml.safe_load((root / "cluster.yaml").read_text())
+    gpu_worker = cluster["available_node_types"]["gpu_worker"]["resources"]
+    assert f"accelerator_type:{accelerator}" in gpu_worker
 
 
 @pytest.mark.parametrize(
@@ -370,3 +384,26 @@ def test_build_processor_builds_without_vllm(ray_local, tmp_path):
     # Tensor parallel: vLLM's Ray executor places its GPU workers in a placement group.
     assert engine.map_batches_kwargs["num_gpus"] == 0
     assert "ray_remote_args_fn" in engine.map_batches_kwargs
+
+
+def test_build_wires_the_stages_to_processors(ray_local, tmp_path, monkeypatch):
+    """`build` with llm.engine=ray-vllm starts no endpoint (the guard would say so), builds the
+    mine and judge processors, and refuses per-item scoring before anything runs."""
+    from personagen.build import build
+    from personagen.llm import ray_vllm
+
+    built = []
+
+    def counted(stage, llm):
+        built.append(stage.name)
+        return vllm_processor(stage, llm)
+
+    monkeypatch.setattr(ray_vllm, "vllm_processor", counted)
+
+    examples = Path(__file__).resolve().parents[1] / "examples" / "histories.jsonl"
+    settings = [f"llm.model={tmp_path}", f"build.input={examples}"]
+    with pytest.raises(PersonagenError, match=r"score\.mode=logprob sends one request per item"):
+        build(config(*settings, "score.mode=logprob"), tmp_path / "bank")
+    assert built == ["mine", "judge"]
+    with pytest.raises(PersonagenError, match=r"score\.consistency"):
+        build(config(*settings, "score.consistency=true"), tmp_path / "bank")
