@@ -249,7 +249,13 @@ def test_rows_the_stage_does_not_take_pass_untouched():
     for skipped in ({**row, "kept": False}, {**row, "judge__error": "timeout"}):
         request = preprocess(packed(skipped), stage=stage, llm=llm)
         assert request["sampling_params"]["max_tokens"] == 1
-        assert "structured_outputs" not in request["sampling_params"]
+        assert request["sampling_params"]["structured_outputs"] is None
+        assert set(request["sampling_params"]) == {
+            "max_tokens",
+            "temperature",
+            "seed",
+            "structured_outputs",
+        }
         answer = {"generated_text": "5", "num_input_tokens": 3, "num_generated_tokens": 1}
         out = postprocess({**packed(skipped), **answer}, stage, llm)
         assert json.loads(out[OUT]) == {}

@@ -213,11 +213,18 @@ def sampling_params(llm: LLMConfig, request: Request) -> dict[str, Any]:
     Arrow struct in the dataset, whose merged fields come back as spurious null keywords."""
     params = sampling(llm, request.max_tokens, request.temperature)
     kind = STRUCTURED[llm.response_format]
+    params["structured_outputs"] = None
     if kind == "json":
         params["structured_outputs"] = {"json": json.dumps(request.schema)}
     elif kind == "json_object":
         params["structured_outputs"] = {"json_object": True}
     return params
+
+
+def noop_params(llm: LLMConfig) -> dict[str, Any]:
+    """One token, unconstrained; the same fields as a real request's, so that the dataset's
+    `sampling_params` keep one type across blocks."""
+    return {**sampling(llm, 1, 0.0), "structured_outputs": None}
 
 
 # ---------------------------------------------------------------------------- the row functions
@@ -229,7 +236,7 @@ def preprocess(row: dict[str, Any], stage: LLMStage, llm: LLMConfig) -> dict[str
     data = unpack_row(row[ROW])
     request = record_request(stage, llm, data) if takes_row(stage, data) else None
     if request is None:
-        return {"messages": NOOP_MESSAGES, "sampling_params": {"max_tokens": 1, "temperature": 0}}
+        return {"messages": NOOP_MESSAGES, "sampling_params": noop_params(llm)}
     return {"messages": request.messages, "sampling_params": sampling_params(llm, request)}
 
 
