@@ -19,6 +19,7 @@ import hashlib
 import logging
 import time
 from collections import Counter
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
@@ -171,6 +172,11 @@ def build(cfg: Config, bank: str | Path, src: str | Path | None = None) -> Build
     source = src or cfg.build.input
     if source is None:
         raise PersonagenError("no input histories: set build.input or pass --input")
+    if cfg.llm.engine == "ray-vllm" and cfg.build.score and cfg.score.consistency:
+        raise PersonagenError(
+            "score.consistency is a bank-wide step through an endpoint, not available with "
+            "llm.engine=ray-vllm; set score.consistency=false"
+        )
     bank = Path(bank).resolve()  # workers write there, and their working folder is not ours
     bank.mkdir(parents=True, exist_ok=True)
     files, fmt = resolve_inputs(source, cfg.build.format)
@@ -236,13 +242,20 @@ def _stream(
         "score": stage_llm(cfg, cfg.score.endpoint(cfg.llm)),
     }
     llm_stages = [s for s in stages if s in llms]
+    in_cluster = cfg.llm.engine == "ray-vllm"
+    if in_cluster:
+        from personagen.llm.ray_vllm import map_vllm_stage, vllm_endpoint, vllm_processor
+
+        endpoints_in = nullcontext([vllm_endpoint(llms[s]) for s in llm_stages])
+    else:
+        endpoints_in = llm_endpoints([llms[s] for s in llm_stages])
     # Every stage's actors live at once in a stream; a quarter of the cores for the LLM pools
     # (they mostly wait on the network) leaves the rest to ingest, embedding and writes.
     actors_per_stage = max(1, available_cpus() // (4 * len(llm_stages)))
     plan = [(s, *_SINK[s], gate(s, stages)) for s in stages]
     sink = BankStageSink(bank, plan, history_columns=True)
     with (
-        llm_endpoints([llms[s] for s in llm_stages]) as endpoints,
+        endpoints_in as endpoints,
         progress_counter(stages, None, cfg.build.progress_s) as ledger,
     ):
         ds = ingest_rows(files, fmt, cfg.ingest)
@@ -256,6 +269,9 @@ def _stream(
         for stage, endpoint in zip(llm_stages, endpoints, strict=True):
             llm = llms[stage]
             llm_stage = _llm_stage(stage, cfg, bank, llm, endpoint, gate(stage, stages))
+            if in_cluster:
+                ds = map_vllm_stage(ds, llm_stage, vllm_processor(llm_stage, llm), ledger)
+                continue
             pool = pool_settings(
                 llm,
                 endpoint,
@@ -316,7 +332,14 @@ def _llm_stage(
     else:
         instrument = get_instrument(cfg.score.instrument)
         check_min_items(instrument, cfg.score.min_items_per_trait)
-        mode, _ = score.resolve_mode(cfg.score, instrument, llm, endpoint, cache_folder(cfg, bank))
+        if cfg.llm.engine == "ray-vllm":
+            from personagen.llm.ray_vllm import score_mode
+
+            mode = score_mode(cfg.score, instrument)
+        else:
+            mode, _ = score.resolve_mode(
+                cfg.score, instrument, llm, endpoint, cache_folder(cfg, bank)
+            )
         built = score.score_stage(cfg, instrument, mode, after=after)
         score.record_score(bank, llm, endpoint, built.params)
     return built

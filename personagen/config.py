@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any, Literal, get_args, get_origin
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from personagen.errors import ConfigError
 
@@ -53,8 +53,44 @@ class PriceConfig(Section):
     completion: float = Field(0.0, ge=0, description="USD per 1M completion tokens")
 
 
+class VLLMConfig(Section):
+    """In-cluster vLLM engines on GPU workers (`llm.engine: ray-vllm`), through Ray Data's
+    `ray.data.llm` processors: one processor per LLM stage, loading that stage's `model`."""
+
+    tensor_parallel_size: int = Field(1, ge=1, description="GPUs per engine replica")
+    max_model_len: int | None = Field(
+        None, ge=256, description="context of the engine (prompt + answer); unset = the model's"
+    )
+    concurrency: int | tuple[int, int] = Field(
+        1, description="engine replicas per stage: n (autoscaling 1..n) or [min, max]"
+    )
+    batch_size: int = Field(32, ge=1, description="rows per batch sent to an engine replica")
+    accelerator_type: str | None = Field(
+        None, description="GPU type the replicas need, e.g. A10G, H100 (unset = any GPU)"
+    )
+    engine_kwargs: dict[str, Any] = Field(
+        default_factory=dict,
+        description="other vLLM engine arguments, e.g. gpu_memory_utilization, "
+        "enable_prefix_caching, dtype",
+    )
+
+    @model_validator(mode="after")
+    def _check(self) -> VLLMConfig:
+        sizes = self.concurrency if isinstance(self.concurrency, tuple) else (1, self.concurrency)
+        if min(sizes) < 1 or sizes[0] > sizes[1]:
+            raise ValueError(f"concurrency must be n >= 1 or [min, max], got {self.concurrency}")
+        own = {"model", "tensor_parallel_size", "max_model_len"}
+        doubled = sorted(own & set(self.engine_kwargs))
+        if doubled:
+            raise ValueError(
+                f"set {', '.join(doubled)} as llm.model / llm.vllm.<key>, not in engine_kwargs"
+            )
+        return self
+
+
 class LLMConfig(Section):
-    """The OpenAI-compatible endpoint used by every LLM stage (mine, judge, score, revise)."""
+    """The LLM every stage (mine, judge, score, revise) uses: an OpenAI-compatible endpoint, or
+    with `engine: ray-vllm` vLLM engines inside the Ray cluster."""
 
     base_url: str | None = Field(
         None, description="OpenAI-compatible endpoint; unset = start the embedded llama.cpp server"
@@ -84,6 +120,12 @@ class LLMConfig(Section):
         default_factory=dict, description="model name -> price per 1M tokens (for run costs)"
     )
     embedded: EmbeddedLLMConfig = Field(default_factory=EmbeddedLLMConfig)
+    engine: Literal["openai", "ray-vllm"] = Field(
+        "openai",
+        description="openai = requests to base_url (or the embedded server); ray-vllm = vLLM "
+        "engines on the cluster's GPU workers (ray.data.llm), `model` is what they load",
+    )
+    vllm: VLLMConfig = Field(default_factory=VLLMConfig)
 
     def api_key(self) -> str | None:
         """The key from the environment, read at the moment of use (never stored)."""

@@ -158,11 +158,8 @@ class LLMClient:
         params: dict[str, Any] = {
             "model": self.cfg.model,
             "messages": messages,
-            "max_tokens": max_tokens or self.cfg.max_tokens,
-            "temperature": self.cfg.temperature if temperature is None else temperature,
+            **sampling(self.cfg, max_tokens, temperature),
         }
-        if self.cfg.seed is not None:
-            params["seed"] = self.cfg.seed
         if top_logprobs is not None:
             params["logprobs"] = True
             params["top_logprobs"] = top_logprobs
@@ -307,6 +304,17 @@ class LLMClient:
 
 
 # ---------------------------------------------------------------------------------- helpers
+
+
+def sampling(cfg: LLMConfig, max_tokens: int | None, temperature: float | None) -> dict[str, Any]:
+    """max_tokens, temperature and seed of one request: the call's own, else the config's."""
+    params: dict[str, Any] = {
+        "max_tokens": max_tokens or cfg.max_tokens,
+        "temperature": cfg.temperature if temperature is None else temperature,
+    }
+    if cfg.seed is not None:
+        params["seed"] = cfg.seed
+    return params
 
 
 def _answer_of(response: Any) -> dict[str, Any]:

@@ -235,10 +235,19 @@ def _install_handlers() -> None:
             signal.signal(signal.SIGTERM, _on_sigterm)
 
 
+def _check_endpoint_engine(cfg: LLMConfig) -> None:
+    if cfg.engine == "ray-vllm":
+        raise PersonagenError(
+            "llm.engine=ray-vllm runs the stream of `personagen build` (and jobs/build_bank.py) "
+            "only; this step sends requests to an endpoint: use llm.engine=openai"
+        )
+
+
 @contextlib.contextmanager
 def llm_endpoint(cfg: LLMConfig) -> Iterator[Endpoint]:
     """The endpoint to send requests to: `llm.base_url` if set, else a freshly started embedded
     server that is stopped when the block exits (normally, on error, or on Ctrl-C)."""
+    _check_endpoint_engine(cfg)
     if cfg.base_url:
         yield Endpoint.remote(cfg.base_url)
         return

@@ -124,42 +124,51 @@ class LLMStageActor:
         rows = batch.to_pylist()
         results = await asyncio.gather(*(self._one(row) for row in rows))
         if self.progress is not None:
-            self.progress.add.remote(_progress_counts(self.stage.name, results))
-        return _append(batch, self.stage.extra_schema(), results)
+            self.progress.add.remote(progress_counts(self.stage.name, results))
+        return append_results(batch, self.stage.extra_schema(), results)
 
     async def _one(self, row: dict[str, Any]) -> dict[str, Any]:
-        stage = self.stage
-        if stage.after is not None and (
-            row.get(f"{stage.after}__error") is not None
-            or row.get(f"{stage.after}__attempts") is None
-        ):
+        if not takes_row(self.stage, row):
             return {}
-        if stage.wants is not None and not stage.wants(row, stage.params):
-            return {}
-        usage = Usage()
-        out: dict[str, Any]
-        try:
-            out = await stage.process(self.client(), row, usage, stage.params)
-            out[stage.error_column()] = None
-        except (OutputError, LLMRequestError) as exc:
-            out = {stage.error_column(): row_failure(exc)}
-        except Exception as exc:  # a bug or bad row must cost one row, not the run
-            log.exception("%s failed on %s", stage.name, row.get(stage.id_column))
-            out = {stage.error_column(): row_failure(exc)}
-        out[f"{stage.name}__attempts"] = usage.requests + usage.cache_hits
-        for name in USAGE_FIELDS:
-            out[f"{stage.name}__{name}"] = getattr(usage, name)
-        return out
+        return await run_row(self.stage, self.client(), row)
 
 
-def _append(batch: pa.Table, schema: pa.Schema, results: list[dict[str, Any]]) -> pa.Table:
+def takes_row(stage: LLMStage, row: dict[str, Any]) -> bool:
+    """Whether `stage` processes `row`: it passed the stage before, and the stage wants it."""
+    if stage.after is not None and (
+        row.get(f"{stage.after}__error") is not None or row.get(f"{stage.after}__attempts") is None
+    ):
+        return False
+    return stage.wants is None or stage.wants(row, stage.params)
+
+
+async def run_row(stage: LLMStage, client: Any, row: dict[str, Any]) -> dict[str, Any]:
+    """The stage's columns for one row it takes: its output, or its failure reason; with the
+    attempts and the token usage. `client` is an `LLMClient` or anything with its methods."""
+    usage = Usage()
+    out: dict[str, Any]
+    try:
+        out = await stage.process(client, row, usage, stage.params)
+        out[stage.error_column()] = None
+    except (OutputError, LLMRequestError) as exc:
+        out = {stage.error_column(): row_failure(exc)}
+    except Exception as exc:  # a bug or bad row must cost one row, not the run
+        log.exception("%s failed on %s", stage.name, row.get(stage.id_column))
+        out = {stage.error_column(): row_failure(exc)}
+    out[f"{stage.name}__attempts"] = usage.requests + usage.cache_hits
+    for name in USAGE_FIELDS:
+        out[f"{stage.name}__{name}"] = getattr(usage, name)
+    return out
+
+
+def append_results(batch: pa.Table, schema: pa.Schema, results: list[dict[str, Any]]) -> pa.Table:
     for field in schema:
         values = [result.get(field.name) for result in results]
         batch = batch.append_column(field, pa.array(values, type=field.type))
     return batch
 
 
-def _progress_counts(stage: str, results: list[dict[str, Any]]) -> dict[str, int]:
+def progress_counts(stage: str, results: list[dict[str, Any]]) -> dict[str, int]:
     counts: Counter[str] = Counter()
     for result in results:
         if not result:
