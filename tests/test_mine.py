@@ -148,10 +148,10 @@ def test_mine_through_faults_accounts_for_every_row(ray_local, tmp_path):
         assert c["mine:retries"] > 0 and c["mine:repairs"] > 0
 
         failures = {r["input_id"]: r for r in read_failures(bank, "mine").to_pylist()}
-        for i in poison | injected:  # injected rows also meet the random faults: retries
+        for i in poison | injected:  # the answer and its one repair (plus any retried timeout)
             row = failures[f"u{i:04d}/0"]
             assert row["reason"].startswith("invalid answer after one repair")
-            assert row["attempts"] == 2 if i in poison else row["attempts"] >= 2
+            assert row["attempts"] >= 2, row
         for i in refused:
             row = failures[f"u{i:04d}/0"]
             assert row["reason"].startswith("HTTP 400") and row["attempts"] == 1
