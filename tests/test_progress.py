@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from types import SimpleNamespace
 
 import pyarrow as pa
 import pytest
@@ -31,3 +32,30 @@ def test_errors_of_the_write_are_raised(tmp_path):
 
     with pytest.raises(ValueError, match="disk full"):
         run_with_progress(write, tmp_path, total=1, label="test")
+
+
+def test_an_llm_actor_reports_rows_while_a_slow_batch_runs(monkeypatch):
+    """The ledger hears of rows during a batch, not only when it ends; nothing is counted twice."""
+    import asyncio
+
+    from personagen.config import LLMConfig
+    from personagen.llm import stage as stage_module
+    from personagen.llm.client import Endpoint
+
+    reports: list[dict[str, int]] = []
+    ledger = SimpleNamespace(add=SimpleNamespace(remote=reports.append))  # an actor handle
+
+    async def slow(client, row, usage, params):
+        await asyncio.sleep(0.05 * row["i"])
+        usage.requests += 1
+        return {"answer": f"a{row['i']}"}
+
+    monkeypatch.setattr(stage_module, "PROGRESS_EVERY_S", 0.0)
+    stage = stage_module.LLMStage("test", slow, pa.schema([("answer", pa.string())]), None)
+    endpoint = Endpoint.remote("http://127.0.0.1:9/v1")
+    actor = stage_module.LLMStageActor(stage, LLMConfig(), endpoint, None, None, 4, ledger)
+    out = asyncio.run(actor(pa.table({"persona_id": ["a", "b", "c", "d"], "i": [1, 2, 3, 4]})))
+    assert out.column("answer").to_pylist() == ["a1", "a2", "a3", "a4"]
+    assert len(reports) == 4  # one per row here (no minimum interval), none empty
+    assert sum(r["test:rows"] for r in reports) == 4
+    assert sum(r["test:requests"] for r in reports) == 4

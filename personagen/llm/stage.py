@@ -22,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
+import time
 from collections import Counter
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
@@ -44,6 +45,9 @@ from personagen.llm.usage import USAGE_FIELDS, Usage
 from personagen.logs import mask_secrets
 
 log = logging.getLogger(__name__)
+
+PROGRESS_EVERY_S = 2.0
+"""Longest wait between two progress reports of an LLM actor while it works on a batch."""
 
 RowFn = Callable[[LLMClient, dict[str, Any], Usage, Any], Awaitable[dict[str, Any]]]
 
@@ -108,6 +112,8 @@ class LLMStageActor:
         self.concurrency = concurrency
         self.progress = progress
         self._client: LLMClient | None = None
+        self._unreported: Counter[str] = Counter()
+        self._reported_at = time.monotonic()
 
     def client(self) -> LLMClient:
         if self._client is None:  # created on the event loop that will use it
@@ -123,14 +129,27 @@ class LLMStageActor:
     async def __call__(self, batch: pa.Table) -> pa.Table:
         rows = batch.to_pylist()
         results = await asyncio.gather(*(self._one(row) for row in rows))
-        if self.progress is not None:
-            self.progress.add.remote(progress_counts(self.stage.name, results))
+        self._report(flush=True)
         return append_results(batch, self.stage.extra_schema(), results)
 
     async def _one(self, row: dict[str, Any]) -> dict[str, Any]:
         if not takes_row(self.stage, row):
             return {}
-        return await run_row(self.stage, self.client(), row)
+        result = await run_row(self.stage, self.client(), row)
+        self._unreported.update(progress_counts(self.stage.name, [result]))
+        self._report(flush=False)
+        return result
+
+    def _report(self, flush: bool) -> None:
+        """Row counts to the progress ledger: at the end of a batch, and at most every
+        PROGRESS_EVERY_S seconds in between (a batch of slow requests may take minutes)."""
+        now = time.monotonic()
+        if self.progress is None or not self._unreported:
+            return
+        if flush or now - self._reported_at >= PROGRESS_EVERY_S:
+            self.progress.add.remote(dict(self._unreported))
+            self._unreported.clear()
+            self._reported_at = now
 
 
 def takes_row(stage: LLMStage, row: dict[str, Any]) -> bool:
