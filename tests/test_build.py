@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.compute as pc
+import pyarrow.parquet as pq
 import pytest
 from llm_test_server import Faults, LLMTestServer
 from test_mine import _grep_tree, _wait_for_job_end, raw_ids, set_args
@@ -198,3 +199,28 @@ def test_dry_run_counts_the_real_prompts_and_knows_what_is_done(ray_local, tmp_p
     assert stages["mine"].prompt_tokens == pc.sum(direct.column("mine_tokens")).as_py()
     mine = stages["mine"]
     assert mine.cost_usd == pytest.approx((mine.prompt_tokens + 2 * mine.completion_tokens) / 1e6)
+
+
+def test_demo_command_runs_the_whole_build_and_says_where_everything_is(tmp_path):
+    """`personagen demo` end to end with a stub in place of the embedded LLM (the real model
+    is exercised by the mining and scoring tests): bank, index, aligned set, report."""
+    out = tmp_path / "demo"
+    with LLMTestServer(Faults(seed=3)) as server:
+        settings = [s for s in build_settings(server) if not s.startswith("build.align")]
+        result = subprocess.run(
+            [sys.executable, "-m", "personagen", "demo", "--out", str(out), *set_args(settings)],
+            capture_output=True,
+            text=True,
+            timeout=600,
+            env={**os.environ, "PG_BUILD_TEST_KEY": "k"},
+        )
+    assert result.returncode == 0, result.stderr[-3000:]
+    aligned = pq.read_table(out / "aligned" / "personas.parquet")
+    assert aligned.num_rows == 12 and len(set(aligned.column("persona_id").to_pylist())) == 12
+    for path in ["aligned/report.html", "aligned/personas.parquet", "manifest.json", "index"]:
+        assert (out / path).exists() and str(out / path) in result.stdout, (path, result.stdout)
+    manifest = read_manifest(out)
+    assert manifest["build"]["input"].endswith("histories.jsonl")
+    histories = manifest["counts"]["windows"]
+    assert histories >= 24
+    assert len(raw_ids(out, "personas")) + len(failed_in(out, "mine")) == histories
