@@ -57,12 +57,14 @@ class ProgressCounter:
 
 def progress_line(stage: str, counts: dict[str, int], total: int, elapsed: float) -> str:
     done = counts.get(f"{stage}:rows", 0)
+    if not total and not done:
+        return f"{stage}: waiting for input rows"
     failed = counts.get(f"{stage}:failed", 0)
     rate = done / elapsed if elapsed > 0 else 0.0
     eta = (total - done) / rate if rate > 0 else None
     tokens = counts.get(f"{stage}:prompt_tokens", 0) + counts.get(f"{stage}:completion_tokens", 0)
     parts = [
-        f"{stage}: {done:,}/{total:,} rows ({100 * done / total if total else 100:.0f}%)",
+        f"{stage}: {done:,}/{total:,} rows ({100 * done / max(total, done):.0f}%)",
         f"{failed:,} failed",
         f"{rate:.2f} rows/s",
         f"{tokens:,} tokens",

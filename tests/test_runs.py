@@ -54,3 +54,4 @@ def test_progress_line_shows_rate_tokens_and_eta():
         " ETA 0m20s"
     )
     assert progress_line("judge", {}, total=10, elapsed=3.0).endswith("ETA ?")
+    assert progress_line("mine", {}, total=0, elapsed=3.0) == "mine: waiting for input rows"
