@@ -21,7 +21,13 @@ from personagen.adapt.adapt import adapt, trait_shift
 from personagen.adapt.embedder import load_embedder
 from personagen.adapt.index import build_index, search
 from personagen.adapt.retrieve import similarity_summary
-from personagen.adapt.revise import Revision, min_words, revise_prompt, target_group
+from personagen.adapt.revise import (
+    Revision,
+    min_words,
+    revise_prompt,
+    target_group,
+    unchanged,
+)
 from personagen.cli import cli
 from personagen.config import EmbedConfig, load_config
 from personagen.errors import PersonagenError
@@ -197,6 +203,9 @@ def test_adapt_with_failures_accounts_for_every_candidate_and_resumes(ray_local,
         assert (c["revise_failed"], c["score_failed"], c["chosen"]) == (1, 1, 3)
         assert c["revise:in"] == 6 and c["revise:out"] == 5 and c["revise:retries"] >= 0
         assert c["score:in"] == 5 and c["score:out"] == 4 and c["score:failed"] == 1
+        moved = ("rural Ohio", "Berlin", "Toronto")  # what the stub reviser edits
+        revised = [pid for pid in expected[KEY].to_pylist() if pid != "p2/0"]
+        assert c["unchanged"] == sum(not any(m in narratives[p] for m in moved) for p in revised)
 
         failures = {f["stage"]: f for f in pq.read_table(out / "failures.parquet").to_pylist()}
         assert (failures["revise"][KEY], failures["score"][KEY]) == ("p2/0", "p4/0")
@@ -388,6 +397,10 @@ def test_revision_answer_must_keep_the_persona():
     assert answer.revised_narrative == long and answer.changes == ["a", "b"]
     with pytest.raises(OutputError, match="at least 31 words"):
         parse_answer(json.dumps({"revised_narrative": long}), Revision, {"min_words": 31})
+    assert parse_answer(
+        json.dumps({"revised_narrative": long, "changes": ["...", "-", "x"]}), Revision
+    ).changes == ["x"]
+    assert unchanged(f" {long} ", long) and not unchanged(long, long + " more")
     assert min_words("one two three four five", 40) == 3  # half the original, rounded up
     assert min_words(" ".join(["w"] * 200), 40) == 40
 
@@ -415,3 +428,94 @@ def test_trait_shift_is_the_mean_change_over_revised_rows_with_bank_scores():
     assert shift["n"] == 2
     assert shift["mean_change"] == {t: pytest.approx(0.75) for t in TRAITS}
     assert math.isclose(shift["mean_change"]["openness"], ((3 - 2) + (4 - 3.5)) / 2)
+
+
+# ------------------------------------------------------------------------------ embedded defaults
+
+
+@pytest.mark.slow
+def test_adapt_on_the_embedded_defaults_from_the_command_line(ray_local, tmp_path):
+    """The real llama.cpp server revises and scores, the packaged MiniLM embeds (through the
+    embed stage) and retrieves, the builtin East Asia summary is the reference."""
+    from personagen.llm import server as embedded
+
+    bank, out = tmp_path / "bank", tmp_path / "out"
+    write_group(bank, "personas", read_group_table(NARRATIVES))
+    sets = [
+        "ray.num_cpus=2",
+        "ray.object_store_mb=512",
+        "llm.embedded.n_ctx=2048",
+        "llm.timeout_s=240",
+        "adapt.max_tokens=400",
+        "adapt.filters=[]",
+        "mine.progress_s=15",
+        "reference.builtin_rows=2000",
+        "evaluate.floor_repeats=2",
+    ]
+    options = [a for s in sets for a in ("--set", s)]
+    runner = CliRunner()
+    for command in (["embed", str(bank)], ["index", str(bank)]):
+        result = runner.invoke(cli, [*command, *options])
+        assert result.exit_code == 0, result.output
+    result = runner.invoke(
+        cli,
+        [
+            "adapt",
+            str(bank),
+            "--query",
+            "a young person living in a big city",
+            "--reference",
+            "builtin:east-asia",
+            "-k",
+            "3",
+            "--n",
+            "2",
+            "--out",
+            str(out),
+            *options,
+        ],
+    )
+    assert not embedded._LIVE, "the embedded server is still running"
+    assert result.exit_code == 0, result.output
+    assert "cosine similarity:" in result.output and "chosen (personas.parquet)" in result.output
+    candidates = pq.read_table(out / "candidates.parquet").to_pylist()
+    failures = pq.read_table(out / "failures.parquet").to_pylist()
+    assert len(candidates) + len(failures) == 3 and len(candidates) >= 2, failures
+    copies = 0
+    for row in candidates:
+        assert row["narrative"] == NARRATIVES[row[KEY]]
+        words = len(row["revised_narrative"].split())
+        assert words >= min_words(row["narrative"], 40), row["revised_narrative"]
+        assert all(any(c.isalnum() for c in change) for change in row["revision_changes"])
+        copies += row["revised_narrative"] == row["narrative"]
+        assert row["revise_model"] == "smollm2-135m-instruct"
+        assert row["answer_mode"] == "logprob" and len(row["item_responses"]) == 50
+        assert all(1 <= row[t] <= 5 for t in TRAITS)
+        assert row["original_openness"] is None  # the bank was never scored
+    chosen = pq.read_table(out / "personas.parquet")
+    assert chosen.num_rows == 2
+    report = json.loads((out / "report.json").read_text())
+    assert report["info"]["retrieval"]["candidates"] == 3
+    # SmolLM2-135M often hands the persona back unedited: counted, not hidden
+    assert report["info"]["adapt_counts"]["unchanged"] == copies
+    assert report["sets"]["after"]["x_floor"]["energy"] is not None
+    manifest = json.loads((out / "work" / "manifest.json").read_text())
+    assert manifest["revise"]["endpoint"].startswith("embedded:SmolLM2")
+
+
+def read_group_table(narratives: dict[str, str]) -> pa.Table:
+    """Unjudged, unscored personas (as `mine --no-judge` leaves them)."""
+    ids = list(narratives)
+    n = len(ids)
+    return pa.table(
+        {
+            KEY: ids,
+            "user_id": [i.split("/")[0] for i in ids],
+            "window_id": pa.array([0] * n, pa.int32()),
+            "narrative": list(narratives.values()),
+            "attributes": pa.nulls(n),
+            "source_meta": ["{}"] * n,
+            "model": ["miner"] * n,
+            "prompt_version": ["mine-x"] * n,
+        }
+    )

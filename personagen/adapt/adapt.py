@@ -76,6 +76,7 @@ SUMMARY_ROWS = [
     ("  below the minimum similarity (left out)", "below_min_similarity"),
     ("candidates", "candidates"),
     ("  revised", "revised"),
+    ("    of which unchanged (the LLM made no edit)", "unchanged"),
     ("  revision failures (failures.parquet)", "revise_failed"),
     ("  re-scored", "rescored"),
     ("  scoring failures (failures.parquet)", "score_failed"),
@@ -439,6 +440,12 @@ def _assemble(
         zip(failures.column(KEY).to_pylist(), failures.column("stage").to_pylist(), strict=True)
     )
     counts["revised"] = revisions.num_rows
+    at = pc.index_in(revisions.column(KEY), value_set=ids)
+    originals = candidates.column("narrative").take(at).to_pylist()
+    counts["unchanged"] = sum(
+        revising.unchanged(o, r)
+        for o, r in zip(originals, revisions.column("revised_narrative").to_pylist(), strict=True)
+    )
     counts["revise_failed"] = sum(stage == revising.STAGE for stage in stage_of.values())
     counts["score_failed"] = sum(stage == SCORE_STAGE for stage in stage_of.values())
     counts["rescored"] = rescored.num_rows

@@ -63,11 +63,17 @@ class Revision(BaseModel):
         if not isinstance(value, list):
             return value
         phrases = [" ".join(str(v).split()) for v in value if v is not None]
-        return [p for p in dict.fromkeys(phrases) if p][:MAX_CHANGES]
+        # "..." and the like (a small model copying the answer shape) say nothing
+        return [p for p in dict.fromkeys(phrases) if any(c.isalnum() for c in p)][:MAX_CHANGES]
 
 
 def revise_prompt() -> Prompt:
     return load_prompt(STAGE, Revision)
+
+
+def unchanged(narrative: str | None, revised: str | None) -> bool:
+    """Whether a revision is the original again (up to white space): the LLM made no edit."""
+    return revised is not None and " ".join((narrative or "").split()) == revised
 
 
 def min_words(narrative: str, floor: int) -> int:
@@ -120,7 +126,7 @@ async def revise_row(
     narrative = row["narrative"] or ""
     data = {"persona": narrative, "target_group": params.target, "study": params.study}
     answer = await client.structured(
-        params.prompt.messages(data),
+        params.prompt.messages(data, {"TARGET": params.target}),
         Revision,
         prompt_version=params.prompt.version,
         context={"min_words": min_words(narrative, params.min_words)},
