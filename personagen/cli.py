@@ -713,6 +713,21 @@ def adapt_command(
         click.echo(line)
 
 
+@cli.command("train-embedder")
+@click.argument("bank", type=click.Path(exists=True, file_okay=False))
+@click.option("--overwrite", is_flag=True, help="Replace the model folder if it exists.")
+@common_options(out=True, out_required=True)
+def train_embedder_command(cfg: Config, bank: str, overwrite: bool, out: str) -> None:
+    """Fine-tune the embedding model on LLM-written queries with mined hard negatives."""
+    from personagen.adapt.train import SUMMARY_ROWS, train_embedder
+    from personagen.summary import print_counts
+
+    summary = train_embedder(bank, out, cfg, overwrite=overwrite)
+    print_counts(f"train-embedder: {bank} -> {out}", summary.counts, SUMMARY_ROWS, summary.wall_s)
+    for line in summary.lines():
+        click.echo(line)
+
+
 def print_info(title: str, info: dict[str, Any]) -> None:
     """A two-column table of an info mapping (nested mappings flattened with dots)."""
     from rich.console import Console

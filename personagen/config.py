@@ -382,8 +382,7 @@ class AdaptConfig(StageLLMConfig):
     k: int = Field(200, ge=1, description="candidates retrieved for the query (top k)")
     filters: list[str] = Field(
         default_factory=lambda: ["kept=true"],
-        description="where-conditions every candidate meets (ANDed; --where adds more); "
-        "[] = none",
+        description="where-conditions every candidate meets (ANDed; --where adds more); [] = none",
     )
     min_similarity: float | None = Field(
         None, ge=-1, le=1, description="leave out retrieved personas below this cosine"

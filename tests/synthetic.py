@@ -83,3 +83,32 @@ def vector_bank(bank: Path, vectors: np.ndarray, parts: int = 4) -> list[str]:
         )
     update_manifest(bank, embed={"model": "synthetic", "model_id": model_id, "dim": dim})
     return ids
+
+
+def embed_and_index(bank: Path) -> None:
+    """Embed the bank's narratives with the packaged MiniLM in-process (no Ray actors: the fast
+    tests skip the embed stage's start-up) and build its index."""
+    from personagen.adapt.embedder import load_embedder
+    from personagen.adapt.index import build_index
+    from personagen.config import EmbedConfig, load_config
+    from personagen.io.bank import read_group
+
+    personas = read_group(bank, "personas", ["persona_id", "narrative"])
+    embedder = load_embedder(EmbedConfig(), threads=1)
+    vectors = embedder.encode(personas.column("narrative").to_pylist())
+    flat = pa.array(vectors.reshape(-1), pa.float32())
+    write_group(
+        bank,
+        "embeddings",
+        pa.table(
+            {
+                "persona_id": personas.column("persona_id"),
+                "embedding": pa.FixedSizeListArray.from_arrays(flat, embedder.dim).cast(
+                    embedding_type(embedder.dim)
+                ),
+                "embed_model": [embedder.model_id] * personas.num_rows,
+            }
+        ),
+    )
+    update_manifest(bank, embed=embedder.describe() | {"text": "narrative"})
+    build_index(bank, load_config())

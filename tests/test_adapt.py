@@ -15,11 +15,11 @@ from click.testing import CliRunner
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from llm_test_server import Faults, LLMTestServer, request_schema
+from synthetic import embed_and_index
 
 from personagen import TRAITS
 from personagen.adapt.adapt import adapt, trait_shift
-from personagen.adapt.embedder import load_embedder
-from personagen.adapt.index import build_index, search
+from personagen.adapt.index import search
 from personagen.adapt.retrieve import similarity_summary
 from personagen.adapt.revise import (
     Revision,
@@ -29,13 +29,12 @@ from personagen.adapt.revise import (
     unchanged,
 )
 from personagen.cli import cli
-from personagen.config import EmbedConfig, load_config
+from personagen.config import load_config
 from personagen.errors import PersonagenError
 from personagen.io.bank import (
     GROUPS,
     KEY,
     QUALITY_TYPE,
-    embedding_type,
     read_group,
     update_manifest,
     write_group,
@@ -108,24 +107,7 @@ def write_bank(bank, narratives=NARRATIVES, scored=None, kept=None) -> None:
     columns |= {t: traits[:, j] for j, t in enumerate(TRAITS)}
     write_group(bank, "scores", pa.table(columns))
     update_manifest(bank, score={"instrument": "ipip-50"})
-    embedder = load_embedder(EmbedConfig(), threads=1)
-    vectors = embedder.encode(list(narratives.values()))
-    flat = pa.array(vectors.reshape(-1), pa.float32())
-    write_group(
-        bank,
-        "embeddings",
-        pa.table(
-            {
-                KEY: ids,
-                "embedding": pa.FixedSizeListArray.from_arrays(flat, embedder.dim).cast(
-                    embedding_type(embedder.dim)
-                ),
-                "embed_model": [embedder.model_id] * n,
-            }
-        ),
-    )
-    update_manifest(bank, embed=embedder.describe() | {"text": "narrative"})
-    build_index(bank, load_config())
+    embed_and_index(bank)
 
 
 def request_data(body: dict) -> dict:
