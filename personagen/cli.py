@@ -127,8 +127,8 @@ def common_options(
     cls=_Group,
     context_settings={
         "help_option_names": ["-h", "--help"],
-        "terminal_width": 100,
-        "max_content_width": 100,
+        "terminal_width": 104,
+        "max_content_width": 104,
     },
 )
 @click.version_option(__version__, "--version", prog_name="personagen")

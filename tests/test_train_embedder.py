@@ -5,7 +5,6 @@ held-out evaluation against an exact computation, and the saved model in `embed`
 from __future__ import annotations
 
 import json
-import re
 from pathlib import Path
 
 import numpy as np
@@ -14,7 +13,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from llm_test_server import Faults, LLMTestServer
-from synthetic import embed_and_index
+from synthetic import embed_and_index, keyword_queries, query_writer
 
 from personagen.adapt.embed import embed_bank
 from personagen.adapt.embedder import load_embedder, resolve_model
@@ -33,41 +32,6 @@ from personagen.io.bank import KEY, read_failures, read_group, write_group
 from personagen.llm.structured import OutputError, parse_answer
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples" / "histories.jsonl"
-STOP = frozenset(
-    {
-        "that",
-        "this",
-        "with",
-        "have",
-        "from",
-        "were",
-        "they",
-        "their",
-        "there",
-        "what",
-        "when",
-        "which",
-        "about",
-        "would",
-        "could",
-        "been",
-        "into",
-        "than",
-        "then",
-        "them",
-        "just",
-        "some",
-        "very",
-        "also",
-        "only",
-        "still",
-        "even",
-        "back",
-        "over",
-        "after",
-        "because",
-    }
-)
 
 
 def example_bank(bank: Path, failing: str) -> dict[str, str]:
@@ -98,27 +62,6 @@ def example_bank(bank: Path, failing: str) -> dict[str, str]:
     )
     embed_and_index(bank)
     return texts
-
-
-def keywords(text: str) -> list[str]:
-    words = [w.lower() for w in re.findall(r"[A-Za-z]{4,}", text)]
-    return [w for w in dict.fromkeys(words) if w not in STOP]
-
-
-def keyword_queries(text: str, n: int) -> list[str]:
-    """Query i: every n-th distinctive word of the persona from the i-th on, six of them (what
-    the stub LLM answers; deterministic, and about the persona's own content)."""
-    words = keywords(text)
-    return [" ".join(words[i::n][:6]) for i in range(n)]
-
-
-def query_writer(body, rng):
-    content = next(m["content"] for m in body["messages"] if "<data>\n" in m["content"])
-    persona = json.loads(content.split("<data>\n", 1)[1].split("\n</data>", 1)[0])["persona"]
-    n = body["response_format"]["json_schema"]["schema"]["properties"]["queries"]["maxItems"]
-    if "FAILQUERIES" in persona:
-        return json.dumps({"queries": ["one"] * n})  # too short: invalid even after a repair
-    return json.dumps({"queries": keyword_queries(persona, n)})
 
 
 def exact_metrics(model, queries, relevant, corpus) -> dict[str, float]:
