@@ -127,6 +127,12 @@ def test_train_a_few_steps_then_embed_index_and_search_with_the_model(ray_local,
         # held-out retrieval does not get worse after a few steps on its own kind of query
         assert summary.after["recall@10"] >= summary.before["recall@10"]
         assert summary.after["mrr@10"] >= summary.before["mrr@10"] - 0.02
+        assert not (model_dir / "README.md").exists(), "a model card would copy training texts"
+        for file in model_dir.rglob("*.json"):
+            assert (
+                texts["u01/0"][:40] not in file.read_text()
+                and stored["u01/0"][0] not in file.read_text()
+            )
         info = json.loads((model_dir / "training.json").read_text())
         assert info["heldout_after"] == summary.after and info["loss"] == "mnrl"
 

@@ -333,58 +333,45 @@ def _run_stages(
     revise_llm = stage_llm(cfg, cfg.adapt.endpoint(cfg.llm))
     score_llm = stage_llm(cfg, cfg.score.endpoint(cfg.llm))
     cache = cache_folder(cfg, work)
+
+    def run(table: pa.Table, stage: Any, group: str, llm: Any, endpoint: Any, **pool: Any) -> None:
+        settings = pool_settings(
+            llm, endpoint, table.num_rows, actor_cpus=cfg.mine.actor_cpus, **pool
+        )
+        counts.update(
+            run_table_stage(
+                table, stage, group, llm, endpoint, settings, work, cache, cfg.mine.progress_s
+            )
+        )
+
     init_ray(cfg.ray)
     with llm_endpoints([revise_llm, score_llm]) as (revise_ep, score_ep):
         if to_revise.num_rows:
             stage = revising.revise_stage(cfg, target or "", query)
             record_stage(work, revising.STAGE, revise_llm, revise_ep, stage.params.prompt.version)
-            pool = pool_settings(
+            run(
+                to_revise,
+                stage,
+                revising.GROUP,
                 revise_llm,
                 revise_ep,
-                to_revise.num_rows,
                 actors=cfg.mine.actors,
                 batch_size=cfg.mine.batch_size,
-                actor_cpus=cfg.mine.actor_cpus,
-            )
-            counts.update(
-                run_table_stage(
-                    to_revise,
-                    stage,
-                    revising.GROUP,
-                    revise_llm,
-                    revise_ep,
-                    pool,
-                    work,
-                    cache,
-                    cfg.mine.progress_s,
-                )
             )
             to_score = _to_score(candidates, work, revise, instrument.id)
         if to_score.num_rows:
             mode, probe = resolve_mode(cfg.score, instrument, score_llm, score_ep)
             stage = score_stage(cfg, instrument, mode)
             record_score(work, score_llm, score_ep, stage.params)
-            pool = pool_settings(
+            run(
+                to_score,
+                stage,
+                "scores",
                 score_llm,
                 score_ep,
-                to_score.num_rows,
                 actors=cfg.score.actors or cfg.mine.actors,
                 batch_size=cfg.score.batch_size
                 or default_batch_size(cfg, score_ep, instrument, mode),
-                actor_cpus=cfg.mine.actor_cpus,
-            )
-            counts.update(
-                run_table_stage(
-                    to_score,
-                    stage,
-                    "scores",
-                    score_llm,
-                    score_ep,
-                    pool,
-                    work,
-                    cache,
-                    cfg.mine.progress_s,
-                )
             )
             counts.update(probe.counts(SCORE_STAGE))
     return counts

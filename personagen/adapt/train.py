@@ -21,7 +21,8 @@ pairs, with hard negatives mined from the bank's index.
    `InformationRetrievalEvaluator` over a corpus of the held-out personas plus a seeded sample
    of the others (up to `eval_corpus_max`): recall@1, recall@10 and MRR@10 (one relevant
    persona per query, so recall@k = the share of queries whose persona is in the top k).
-6. The model is saved to OUT (a sentence-transformers folder, plus `training.json`); use it with
+6. The model is saved to OUT (a sentence-transformers folder, plus `training.json`; no model
+   card, which would copy persona texts and queries into the folder); use it with
    `--set embed.model=OUT`. Its model id (folder name + content hash) differs from the base
    model's, so `embed` refuses to mix its vectors with older ones (`embed --replace`).
 
@@ -255,7 +256,13 @@ def fit(model: Any, columns: dict[str, list[str]], cfg: Config, work: Path, guid
         dataloader_num_workers=0,
         use_cpu=not cfg.embed.device.startswith("cuda"),
     )
-    trainer = SentenceTransformerTrainer(
+
+    class Trainer(SentenceTransformerTrainer):
+        def add_model_card_callback(self, default_args_dict: dict[str, Any]) -> None:
+            """None: the model card would copy training texts (personas, queries) into the
+            model folder, and sample them with a progress bar of its own."""
+
+    trainer = Trainer(
         model=model,
         args=args,
         train_dataset=Dataset.from_dict(columns),
@@ -353,11 +360,13 @@ def train_embedder(
     guide = load_embedder(base_cfg).model if tcfg.loss == "gist" else None
     staging = out.with_name(f".{out.name}.staging-{uuid.uuid4().hex[:8]}")
     try:
+        fit_started = time.perf_counter()
         counts["steps"] = fit(base.model, columns, cfg, staging / "checkpoints", guide)
+        train_s = time.perf_counter() - fit_started
         after = evaluate(evaluator, base.model)
         log.info("held-out after training: %s", after)
         shutil.rmtree(staging / "checkpoints", ignore_errors=True)
-        base.model.save(str(staging))
+        base.model.save(str(staging), create_model_card=False)
         info = {
             "base_model": base.model_id,
             "bank": str(bank),
@@ -369,6 +378,7 @@ def train_embedder(
             "counts": dict(counts),
             "heldout_before": before,
             "heldout_after": after,
+            "train_s": round(train_s, 1),
             "evaluation": "sentence-transformers InformationRetrievalEvaluator, cosine; one "
             "relevant persona per held-out query; corpus = held-out personas + seeded sample",
         }
