@@ -235,8 +235,10 @@ def test_queries_answer_is_cleaned_and_needs_enough():
         {"n": 2},
     )
     assert answer.queries == ["retired teacher in Wales", "a b c"]
-    with pytest.raises(OutputError, match="1 usable queries"):
-        parse_answer(json.dumps({"queries": ["nurse in Osaka", "x"]}), PersonaQueries, {"n": 2})
+    few = parse_answer(json.dumps({"queries": ["nurse in Osaka", "x"]}), PersonaQueries, {"n": 3})
+    assert few.queries == ["nurse in Osaka"]  # fewer than asked, but usable
+    with pytest.raises(OutputError, match="no usable query"):
+        parse_answer(json.dumps({"queries": ['"]\n{', "one", "w " * 31]}), PersonaQueries, {"n": 2})
     schema = queries_schema(4)
     assert (
         schema["properties"]["queries"]["minItems"]

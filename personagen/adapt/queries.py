@@ -3,8 +3,9 @@
 
 The persona is shown as the embedder sees it (`persona_text` with `embed.text`), so queries and
 training pairs describe the same text. Queries are cleaned (white space, duplicates, quotes),
-must be 2 to 30 words, and a persona needs `train_embedder.queries_per_persona` of them; the
-request's JSON schema asks for exactly that many. Answers are cached like every LLM call, and
+must be 2 to 30 words; the request's JSON schema asks for `train_embedder.queries_per_persona`
+of them, and an answer with at least one usable query is kept (small models often write a
+too-long or empty one among them). Answers are cached like every LLM call, and
 personas with queries (or a recorded failure) are not asked again.
 """
 
@@ -34,7 +35,7 @@ MIN_WORDS, MAX_WORDS = 2, 30
 
 
 class PersonaQueries(BaseModel):
-    """The answer: the queries; how many are needed comes from the validation context (`n`)."""
+    """The answer: the queries (at most the validation context's `n` are kept)."""
 
     queries: list[str]
 
@@ -44,14 +45,19 @@ class PersonaQueries(BaseModel):
         if not isinstance(value, list):
             return value
         cleaned = [" ".join(str(v).split()).strip("\"'") for v in value if v is not None]
-        good = [q for q in dict.fromkeys(cleaned) if MIN_WORDS <= len(q.split()) <= MAX_WORDS]
+        good = [q for q in dict.fromkeys(cleaned) if usable(q)]
         wanted = (info.context or {}).get("n", 1)
-        if len(good) < wanted:
+        if not good:
             raise ValueError(
-                f"{len(good)} usable queries (distinct, {MIN_WORDS}-{MAX_WORDS} words); "
-                f"write {wanted}"
+                f"no usable query (distinct, {MIN_WORDS}-{MAX_WORDS} words); write {wanted}"
             )
         return good[:wanted]
+
+
+def usable(query: str) -> bool:
+    """A query of MIN_WORDS to MAX_WORDS words, counting only words with letters in them."""
+    words = query.split()
+    return len(words) <= MAX_WORDS and sum(any(c.isalpha() for c in w) for w in words) >= MIN_WORDS
 
 
 def queries_prompt() -> Prompt:
