@@ -314,27 +314,63 @@ def reliability_command(
     click.echo(f"report written to {path}")
 
 
+# ------------------------------------------------------------------------------------ build
+
+
+@cli.command("build")
+@click.option(
+    "--input",
+    "src",
+    type=click.Path(exists=True),
+    default=None,
+    help="Histories to build from (default: config build.input).",
+)
+@click.option(
+    "--dry-run",
+    is_flag=True,
+    help="Count the requests and prompt tokens the build would send per stage (and the cost).",
+)
+@common_options(out=True, out_required=True)
+def build_command(cfg: Config, src: str | None, dry_run: bool, out: str) -> None:
+    """The whole job on Ray: ingest, mine, judge, score, embed, index, align."""
+    from personagen.summary import print_counts
+
+    if dry_run:
+        from personagen.estimate import estimate, print_estimate
+
+        print_estimate(estimate(cfg, out, src))
+        return
+    from personagen.build import build, summary_rows
+
+    summary = build(cfg, out, src)
+    print_counts(f"build: {out}", summary.counts, summary_rows(summary.stages), summary.wall_s)
+    for name, value in summary.outputs.items():
+        if name != "index":
+            click.echo(f"{name}: {value}")
+
+
 # ------------------------------------------------------------------------------------- demo
 
 
 @cli.command("demo")
 @common_options(out=True)
 def demo_command(cfg: Config, out: str | None) -> None:
-    """Run the pipeline on the embedded defaults and the bundled example histories."""
+    """Run the whole build on the embedded defaults and the bundled example histories (offline)."""
+    from personagen.build import summary_rows
     from personagen.demo import run_demo
-    from personagen.ingest import SUMMARY_ROWS
     from personagen.summary import print_counts
 
-    folder = Path(out or "personagen-demo")
-    summary = run_demo(cfg, folder)
-    print_counts(
-        "demo: ingest of the example histories", summary.counts, SUMMARY_ROWS, summary.wall_s
-    )
-    click.echo(f"histories: {folder / 'ingest' / 'histories'}")
+    bank = Path(out or "personagen-demo").resolve()
+    summary = run_demo(cfg, bank)
+    print_counts("demo", summary.counts, summary_rows(summary.stages), summary.wall_s)
+    aligned = Path(summary.outputs["aligned"])
+    click.echo(f"persona bank:      {bank}  (personagen.io.bank.read_bank)")
+    click.echo(f'FAISS index:       {bank / "index"}  (personagen search {bank} "...")')
     click.echo(
-        "this version runs the ingest stage only; mining, judging, scoring and "
-        "alignment are added as they land"
+        f"aligned personas:  {aligned / 'personas.parquet'} ({summary.outputs['align_method']})"
     )
+    click.echo(f"report:            {aligned / 'report.html'}  (open it in a browser)")
+    click.echo(f"manifest:          {bank / 'manifest.json'}")
 
 
 # -------------------------------------------------------------------------------- reference

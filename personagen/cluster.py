@@ -11,7 +11,11 @@ log = logging.getLogger(__name__)
 
 
 def init_ray(cfg: RayConfig) -> None:
-    """Start or join Ray once per process; a no-op when Ray is already initialised."""
+    """Start or join Ray once per process; a no-op when Ray is already initialised.
+
+    Without `ray.address` or RAY_ADDRESS a new local instance is started, even when another Ray
+    runs on this machine (`ray.init()` alone would join it); `ray.address=auto` joins it.
+    """
     import ray
 
     if ray.is_initialized():
@@ -23,6 +27,7 @@ def init_ray(cfg: RayConfig) -> None:
     else:
         store = cfg.object_store_mb * 2**20 if cfg.object_store_mb else None
         ray.init(
+            address="local",
             num_cpus=cfg.num_cpus,
             object_store_memory=store,
             include_dashboard=False,

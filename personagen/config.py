@@ -149,7 +149,9 @@ class JudgeConfig(StageLLMConfig):
 
 class RayConfig(Section):
     address: str | None = Field(
-        None, description="Ray cluster address; unset = RAY_ADDRESS or a local Ray instance"
+        None,
+        description="Ray cluster address, or `auto` (the Ray already running here); "
+        "unset = RAY_ADDRESS or a new local Ray instance",
     )
     num_cpus: int | None = Field(None, ge=1, description="CPUs for a local Ray instance")
     object_store_mb: int | None = Field(
@@ -242,7 +244,10 @@ class ReferenceConfig(Section):
         50, ge=1, description="fewest rows a reference or a --group/--countries subset may have"
     )
     builtin_rows: int = Field(
-        20000, ge=100, description="rows sampled from a builtin:<group> summary"
+        16000,
+        ge=100,
+        description="rows sampled from a builtin:<group> summary (below align.atoms, so the "
+        "sample is aligned to as it is, without k-means compression)",
     )
 
 
@@ -461,6 +466,42 @@ class TrainEmbedderConfig(StageLLMConfig):
         return self._llm(llm, max_tokens=self.max_tokens)
 
 
+class BuildAlignConfig(Section):
+    """The aligned set a build ends with (BANK/aligned), when enabled."""
+
+    enabled: bool = False
+    reference: str = Field("builtin:global", description="as `personagen align --reference`")
+    n: int = Field(100, ge=1, description="personas in the aligned set")
+    method: Literal["auto", "is", "ot", "is+ot"] | None = Field(
+        None, description="unset = align.method"
+    )
+    group: str | None = Field(None, description="reference group (region), e.g. east-asia")
+    countries: list[str] | None = Field(None, description="reference countries (ISO-2)")
+    exclude_flagged: bool = Field(True, description="leave out personas with score_flags")
+
+
+class BuildConfig(Section):
+    """`personagen build`: the stages of the stream and the bank-wide steps after it."""
+
+    input: str | None = Field(None, description="histories to build from (a file or a folder)")
+    format: Literal["auto", "blogs-xml", "jsonl", "parquet"] = "auto"
+    judge: bool = True
+    score: bool = True
+    embed: bool = True
+    index: bool = Field(True, description="build the FAISS index after the stream (with embed)")
+    align: BuildAlignConfig = Field(default_factory=BuildAlignConfig)
+    rows_per_block: int = Field(
+        16, ge=1, description="history rows per block entering the LLM stages"
+    )
+    embed_cpus: float = Field(
+        0.25,
+        gt=0,
+        description="CPUs the embedding actor claims in the stream (it shares the cores with "
+        "the LLM actors, which mostly wait on the network, and is far faster than they are)",
+    )
+    progress_s: float = Field(10.0, gt=0, description="seconds between progress lines")
+
+
 class Config(Section):
     seed: int = Field(0, description="seed of every random choice (sampling, shuffles)")
     ray: RayConfig = Field(default_factory=RayConfig)
@@ -476,6 +517,7 @@ class Config(Section):
     index: IndexConfig = Field(default_factory=IndexConfig)
     adapt: AdaptConfig = Field(default_factory=AdaptConfig)
     train_embedder: TrainEmbedderConfig = Field(default_factory=TrainEmbedderConfig)
+    build: BuildConfig = Field(default_factory=BuildConfig)
 
     def masked(self) -> dict[str, Any]:
         """The configuration as plain data, safe to print or to store in a manifest."""
@@ -572,22 +614,30 @@ def _section_of(annotation: Any) -> type[Section] | None:
 
 
 def _check_key(key: str) -> None:
-    """Reject an unknown dotted key with the list of keys allowed at that level."""
+    """Reject an unknown dotted key with the list of keys allowed at that level. A mapping of
+    sections (e.g. `llm.prices.<model>`) takes any name at its level."""
     model: type[Section] = Config
+    parts = key.split(".")
     walked: list[str] = []
-    for part in key.split("."):
+    free_name = False
+    for part in parts:
+        walked.append(part)
+        if free_name:
+            free_name = False
+            continue
         fields = model.model_fields
         if part not in fields:
-            where = ".".join(walked) or "the top level"
+            where = ".".join(walked[:-1]) or "the top level"
             raise ConfigError(
                 f"unknown config key {key!r}: allowed at {where}: {', '.join(fields)}"
             )
-        walked.append(part)
-        section = _section_of(fields[part].annotation)
+        annotation = fields[part].annotation
+        section = _section_of(annotation)
         if section is None:
-            if len(walked) < len(key.split(".")):
+            if len(walked) < len(parts):
                 raise ConfigError(f"unknown config key {key!r}: {'.'.join(walked)} is a value")
             return
+        free_name = get_origin(annotation) is dict
         model = section
 
 

@@ -1,15 +1,22 @@
-"""`personagen demo`: the pipeline on the embedded defaults and the bundled example histories."""
+"""`personagen demo`: the whole build on the embedded defaults and the bundled example histories.
+
+Offline: the example histories shipped with the project, a local Ray instance, the embedded LLM
+(SmolLM2-135M-Instruct through llama.cpp's OpenAI-compatible server), the packaged MiniLM
+embedder and the builtin human reference. It ends with an aligned set and its report.
+"""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 import personagen
-from personagen.config import Config
+from personagen.build import BuildSummary, build
+from personagen.config import BuildAlignConfig, Config
 from personagen.errors import PersonagenError
-from personagen.ingest import IngestSummary, ingest
 
 EXAMPLES_NAME = "histories.jsonl"
+DEMO_ALIGNED = 12
+"""Personas in the demo's aligned set: about half of what the tiny model's judge keeps."""
 
 
 def example_histories() -> Path:
@@ -24,6 +31,17 @@ def example_histories() -> Path:
     raise PersonagenError(f"bundled example histories ({EXAMPLES_NAME}) not found")
 
 
-def run_demo(cfg: Config, out: Path) -> IngestSummary:
-    """Stages available so far: ingest (the LLM, scoring and alignment stages follow)."""
-    return ingest(example_histories(), out / "ingest", cfg)
+def demo_config(cfg: Config) -> Config:
+    """`cfg` with the demo's input and an aligned set to the builtin global reference, unless
+    the configuration already names them."""
+    build_cfg = cfg.build.model_copy(deep=True)
+    build_cfg.input = build_cfg.input or str(example_histories())
+    if not build_cfg.align.enabled:
+        build_cfg.align.enabled = True
+        if build_cfg.align.n == BuildAlignConfig().n:
+            build_cfg.align.n = DEMO_ALIGNED
+    return cfg.model_copy(update={"build": build_cfg})
+
+
+def run_demo(cfg: Config, out: Path) -> BuildSummary:
+    return build(demo_config(cfg), out)

@@ -118,7 +118,8 @@ class MineParams:
     prompt: Prompt
     min_words: int
     redact_types: tuple[str, ...]
-    meta_columns: tuple[str, ...]
+    meta_columns: tuple[str, ...] | None
+    """History columns copied into `source_meta`; None = every column but the history's own."""
 
 
 MINE_COLUMNS = pa.schema(
@@ -149,7 +150,10 @@ async def mine_row(
     narrative = persona.narrative
     if params.redact_types:
         narrative, _ = redact(narrative, params.redact_types)
-    meta = {name: row.get(name) for name in params.meta_columns}
+    names = params.meta_columns
+    if names is None:
+        names = tuple(name for name in row if name not in _NOT_META)
+    meta = {name: row.get(name) for name in names}
     return {
         KEY: row["history_id"],
         "narrative": narrative,
@@ -195,7 +199,8 @@ def mine(
         init_ray(cfg.ray)
         with llm_endpoints([mine_llm, judge_llm]) as (mine_ep, judge_ep):
             record_stage(bank, STAGE, mine_llm, mine_ep, mine_prompt().version)
-            chain = [(_mine_stage(cfg, schema), mine_llm, mine_ep)]
+            meta = tuple(n for n in schema.names if n not in _NOT_META)
+            chain = [(mine_stage(cfg, meta), mine_llm, mine_ep)]
             if judge:
                 judging.record_judge(bank, judge_llm, judge_ep)
                 chain.append((judging.judge_stage(cfg, after=STAGE), judge_llm, judge_ep))
@@ -208,14 +213,15 @@ def mine(
     return _finish(bank, counts, stages, start, cfg)
 
 
-def _mine_stage(cfg: Config, schema: pa.Schema) -> Any:
+def mine_stage(cfg: Config, meta_columns: tuple[str, ...] | None = None) -> Any:
+    """The mining `LLMStage` (first in a chain: it reads history rows)."""
     from personagen.llm.stage import LLMStage
 
     params = MineParams(
         prompt=mine_prompt(),
         min_words=cfg.mine.min_words,
         redact_types=tuple(cfg.ingest.redact.types) if cfg.ingest.redact.enabled else (),
-        meta_columns=tuple(n for n in schema.names if n not in _NOT_META),
+        meta_columns=meta_columns,
     )
     return LLMStage(STAGE, mine_row, MINE_COLUMNS, params, "history_id")
 

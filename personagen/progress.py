@@ -37,16 +37,22 @@ T = TypeVar("T")
 
 
 class ProgressCounter:
-    """Sums named counters; made a Ray actor by `progress_counter()`."""
+    """Sums named counters and keeps records (e.g. errors); made a Ray actor by
+    `progress_counter()`."""
 
     def __init__(self) -> None:
         self.counts: Counter[str] = Counter()
+        self.kept: list[dict[str, Any]] = []
 
-    def add(self, counts: dict[str, int]) -> None:
+    def add(self, counts: dict[str, int], records: list[dict[str, Any]] | None = None) -> None:
         self.counts.update(counts)
+        self.kept.extend(records or [])
 
     def get(self) -> dict[str, int]:
         return dict(self.counts)
+
+    def records(self) -> tuple[dict[str, int], list[dict[str, Any]]]:
+        return dict(self.counts), list(self.kept)
 
 
 def progress_line(stage: str, counts: dict[str, int], total: int, elapsed: float) -> str:
@@ -77,8 +83,14 @@ def _duration(seconds: float | None) -> str:
 
 
 @contextlib.contextmanager
-def progress_counter(stages: list[str], totals: dict[str, int], interval_s: float) -> Iterator[Any]:
-    """A counter actor for the workers, and a driver thread that logs it every `interval_s`."""
+def progress_counter(
+    stages: list[str], totals: dict[str, int] | None, interval_s: float
+) -> Iterator[Any]:
+    """A counter actor for the workers, and a driver thread that logs it every `interval_s`.
+
+    Without `totals` (a stream whose size is known only as its input is read), a stage's total
+    is the rows that have entered the stream so far (`build:todo`).
+    """
     import ray
 
     actor = ray.remote(num_cpus=0)(ProgressCounter).remote()
@@ -92,7 +104,8 @@ def progress_counter(stages: list[str], totals: dict[str, int], interval_s: floa
             except Exception:  # progress is best effort; never fail the stage over it
                 continue
             for stage in stages:
-                log.info(progress_line(stage, counts, totals[stage], time.monotonic() - start))
+                total = totals[stage] if totals else counts.get("build:todo", 0)
+                log.info(progress_line(stage, counts, total, time.monotonic() - start))
 
     thread = threading.Thread(target=report, name="progress", daemon=True)
     thread.start()

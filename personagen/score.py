@@ -51,6 +51,7 @@ from personagen import TRAITS
 from personagen.config import Config, LLMConfig, ScoreConfig
 from personagen.errors import PersonagenError
 from personagen.io.bank import GROUPS, KEY, done_ids, read_group, read_manifest, update_manifest
+from personagen.llm.cache import ResponseCache, host_cache_path
 from personagen.llm.client import Endpoint, LLMClient, LLMRequestError
 from personagen.llm.prompts import Messages, Prompt, load_prompt
 from personagen.llm.runs import RunSummary, cache_folder, finish_run, record_stage, stage_llm
@@ -257,6 +258,16 @@ def item_messages(params: ScoreParams, narrative: str, item: Item) -> Messages:
     return params.prompt.messages(data, scale_slots(scale))
 
 
+def batch_messages(params: ScoreParams, narrative: str, items: list[Item]) -> Messages:
+    scale = params.instrument.scale
+    data = {
+        "persona": narrative,
+        "scale": scale_text(scale),
+        "statements": [{"id": item.id, "text": item.text} for item in items],
+    }
+    return params.prompt.messages(data, scale_slots(scale))
+
+
 async def _ask_items(
     client: LLMClient, narrative: str, order: list[Item], usage: Usage, params: ScoreParams
 ) -> tuple[dict[str, ItemAnswer], dict[str, str]]:
@@ -358,13 +369,8 @@ async def _ask_batch(
     client: LLMClient, narrative: str, items: list[Item], usage: Usage, params: ScoreParams
 ) -> dict[str, ItemAnswer]:
     scale = params.instrument.scale
-    data = {
-        "persona": narrative,
-        "scale": scale_text(scale),
-        "statements": [{"id": item.id, "text": item.text} for item in items],
-    }
     answer = await client.structured(
-        params.prompt.messages(data, scale_slots(scale)),
+        batch_messages(params, narrative, items),
         BatchAnswers,
         prompt_version=params.prompt.version,
         context={"ids": [item.id for item in items], "min": scale.min, "max": scale.max},
@@ -378,9 +384,13 @@ async def _ask_batch(
 # ------------------------------------------------------------------------------ the mode
 
 
-async def probe_logprobs(llm: LLMConfig, endpoint: Endpoint, k: int) -> tuple[bool, str, Usage]:
-    """(supported, why not, usage) of one request asking for the top-k alternatives."""
-    client = LLMClient(llm, endpoint, api_key=llm.api_key(), concurrency=1)
+async def probe_logprobs(
+    llm: LLMConfig, endpoint: Endpoint, k: int, cache_dir: str | None = None
+) -> tuple[bool, str, Usage]:
+    """(supported, why not, usage) of one request asking for the top-k alternatives; through
+    the response cache when given, so a resumed run does not ask again."""
+    cache = ResponseCache(host_cache_path(cache_dir)) if cache_dir else None
+    client = LLMClient(llm, endpoint, api_key=llm.api_key(), cache=cache, concurrency=1)
     usage = Usage()
     try:
         completion = await client.chat(
@@ -399,7 +409,11 @@ async def probe_logprobs(llm: LLMConfig, endpoint: Endpoint, k: int) -> tuple[bo
 
 
 def resolve_mode(
-    settings: ScoreConfig, instrument: Instrument, llm: LLMConfig, endpoint: Endpoint
+    settings: ScoreConfig,
+    instrument: Instrument,
+    llm: LLMConfig,
+    endpoint: Endpoint,
+    cache_dir: str | None = None,
 ) -> tuple[str, Usage]:
     """The answer mode of this run (`auto`: logprob if the endpoint supports it, else text)."""
     if settings.mode in ("text", "batch"):
@@ -412,7 +426,7 @@ def resolve_mode(
                 f"{instrument.id!r} has {scale.min}-{scale.max} (use text or batch)"
             )
         return "text", Usage()
-    ok, why, usage = asyncio.run(probe_logprobs(llm, endpoint, settings.top_logprobs))
+    ok, why, usage = asyncio.run(probe_logprobs(llm, endpoint, settings.top_logprobs, cache_dir))
     if ok:
         return "logprob", usage
     if settings.mode == "logprob":
@@ -496,7 +510,7 @@ def _score_pending(bank: Path, cfg: Config, instrument: Instrument, pending: pa.
     llm = stage_llm(cfg, cfg.score.endpoint(cfg.llm))
     init_ray(cfg.ray)
     with llm_endpoint(llm) as endpoint:
-        mode, probe = resolve_mode(cfg.score, instrument, llm, endpoint)
+        mode, probe = resolve_mode(cfg.score, instrument, llm, endpoint, cache_folder(cfg, bank))
         stage = score_stage(cfg, instrument, mode)
         record_score(bank, llm, endpoint, stage.params)
         pool = pool_settings(

@@ -110,3 +110,12 @@ def test_masked_hides_key_and_url_credentials(monkeypatch):
     assert "abcdef" not in text
     assert cfg.masked()["llm"]["api_key"] == "****"
     assert cfg.masked()["llm"]["api_key_env"] == "MY_LLM_KEY"
+
+
+def test_mapping_sections_take_any_name_then_check_their_keys():
+    cfg = load_config(overrides=["llm.prices.gpt-4o-mini.prompt=0.15"])
+    assert cfg.llm.prices["gpt-4o-mini"].prompt == 0.15
+    with pytest.raises(
+        ConfigError, match=r"allowed at llm\.prices\.gpt-4o-mini: prompt, completion"
+    ):
+        load_config(overrides=["llm.prices.gpt-4o-mini.promt=0.15"])

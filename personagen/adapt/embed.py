@@ -137,6 +137,80 @@ class EmbedActor:
         return embed_rows(batch, self.embedder)
 
 
+class ChainedEmbedActor:
+    """The embed step inside a chained stream (`personagen build`): rows that passed `after`
+    get the `embeddings` columns, every row gets the stage bookkeeping columns the bank sink
+    routes by (`embed__error`, `embed__attempts`, zero token usage), like an LLM stage's."""
+
+    def __init__(self, cfg: EmbedConfig, threads: int, after: str, progress: Any = None) -> None:
+        self.embedder = load_embedder(cfg, threads)
+        self.mode = cfg.text
+        self.after = after
+        self.progress = progress
+
+    def __call__(self, batch: pa.Table) -> pa.Table:
+        from personagen.llm.usage import USAGE_FIELDS
+
+        reached = pc.and_(
+            pc.is_null(batch.column(f"{self.after}__error")),
+            pc.is_valid(batch.column(f"{self.after}__attempts")),
+        )
+        rows = batch.filter(reached)
+        texts = pa.array(persona_texts(rows, self.mode), pa.string())
+        embedded = embed_rows(pa.table({KEY: rows.column(KEY), "text": texts}), self.embedder)
+        mask = reached.to_numpy(zero_copy_only=False)
+        at = pa.array(np.cumsum(mask) - 1, mask=~mask)  # row -> its embedded row (null: none)
+        for name in ("embedding", "embed_model"):
+            batch = batch.append_column(name, embedded.column(name).take(at))
+        batch = batch.append_column(f"{STAGE}__error", embedded.column("error").take(at))
+        ones = pc.if_else(reached, pa.scalar(1, pa.int32()), pa.scalar(None, pa.int32()))
+        batch = batch.append_column(f"{STAGE}__attempts", ones)
+        zeros = pa.array(np.zeros(batch.num_rows, np.int64))
+        for name in USAGE_FIELDS:
+            batch = batch.append_column(f"{STAGE}__{name}", zeros)
+        if self.progress is not None:
+            failed = pc.sum(pc.is_valid(embedded.column("error"))).as_py() or 0
+            self.progress.add.remote({f"{STAGE}:rows": rows.num_rows, f"{STAGE}:failed": failed})
+        return batch
+
+
+def map_embed_stage(
+    ds: Any,
+    cfg: Config,
+    after: str,
+    progress: Any = None,
+    actor_cpus: float | None = None,
+    batch_size: int | None = None,
+) -> Any:
+    """Add the embed step to a chained Ray dataset (see `ChainedEmbedActor`). On CPUs it runs
+    one actor unless `embed.actors` says otherwise: it shares the cores with the LLM stages and
+    is far faster than they are; on GPUs, one actor per GPU. `actor_cpus` is what each actor
+    claims from Ray's scheduler (default: its threads); `batch_size` caps `embed.batch_size`, so
+    that rows are not held back waiting for a full batch in a stream of small blocks."""
+    import ray
+
+    from personagen.cluster import available_cpus
+
+    gpus = int(ray.cluster_resources().get("GPU", 0))
+    actors, threads, gpus_each = actor_layout(cfg.embed, available_cpus(), gpus)
+    if not gpus_each:
+        actors = cfg.embed.actors or 1
+    return ds.map_batches(
+        ChainedEmbedActor,
+        fn_constructor_kwargs={
+            "cfg": cfg.embed,
+            "threads": threads,
+            "after": after,
+            "progress": progress,
+        },
+        compute=ray.data.ActorPoolStrategy(size=actors),
+        num_cpus=threads if actor_cpus is None else actor_cpus,
+        num_gpus=gpus_each,
+        batch_size=min(cfg.embed.batch_size, batch_size or cfg.embed.batch_size),
+        batch_format="pyarrow",
+    )
+
+
 def split_embedded(table: pa.Table) -> tuple[pa.Table | None, Counter[str], list[dict[str, Any]]]:
     """Sink side: good rows -> the embeddings group; failed rows -> failure records."""
     counts: Counter[str] = Counter()
@@ -258,12 +332,27 @@ def embed_bank(
             ),
         )
     summary = EmbedSummary(counts, model, failures, time.perf_counter() - start)
-    section = model | {"last_run": summary.as_dict(), "config": cfg.masked()["embed"]}
-    if counts["embedded"]:
-        section["changed"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
-    update_manifest(bank, embed=section)
+    record_space(bank, cfg, model, changed=counts["embedded"] > 0, last_run=summary.as_dict())
     summary.check()
     return summary
+
+
+def embedding_space(bank: Path, cfg: EmbedConfig) -> dict[str, Any]:
+    """The vector space this run writes (see `_describe_model`), checked against the vectors
+    the bank already holds: one bank never mixes two models or text modes."""
+    model = _describe_model(bank, cfg)
+    _check_same_space(bank, read_group(bank, GROUP, [KEY, "embed_model"]), model)
+    return model
+
+
+def record_space(
+    bank: Path, cfg: Config, model: dict[str, Any], changed: bool, **extra: Any
+) -> None:
+    """The manifest's `embed` section: the model, the configuration, when vectors changed."""
+    section = model | extra | {"config": cfg.masked()["embed"]}
+    if changed:
+        section["changed"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    update_manifest(bank, embed=section)
 
 
 def _describe_model(bank: Path, cfg: EmbedConfig) -> dict[str, Any]:

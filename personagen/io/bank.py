@@ -210,12 +210,21 @@ def conform(table: pa.Table, schema: pa.Schema) -> pa.Table:
     return table.select(schema.names).cast(schema)
 
 
+def conform_group(table: pa.Table, group: str) -> pa.Table:
+    """`table` as rows of `group` (embeddings keep their fixed size, taken from the data)."""
+    dim = None
+    if group == "embeddings":
+        kind = table.schema.field("embedding").type if "embedding" in table.column_names else None
+        if isinstance(kind, pa.FixedSizeListType):
+            dim = kind.list_size
+        elif table.num_rows:
+            dim = len(table.column("embedding")[0])
+    return conform(table, group_schema(group, dim))
+
+
 def write_group(bank: str | Path, group: str, table: pa.Table) -> Path | None:
     """Append rows of one column group (e.g. the judge's `quality` columns) to the bank."""
-    dim = None
-    if group == "embeddings" and table.num_rows:
-        dim = len(table.column("embedding")[0])
-    return write_part(Path(bank) / group, conform(table, group_schema(group, dim)))
+    return write_part(Path(bank) / group, conform_group(table, group))
 
 
 def failure_rows(

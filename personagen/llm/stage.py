@@ -35,7 +35,8 @@ from ray.data import Datasink
 from ray.data.block import BlockAccessor
 
 from personagen.config import LLMConfig
-from personagen.io.bank import KEY, conform, failure_rows, group_schema, write_part
+from personagen.io.bank import GROUPS, KEY, conform_group, failure_rows, write_part
+from personagen.io.histories import HISTORY_COLUMNS
 from personagen.llm.cache import ResponseCache, host_cache_path
 from personagen.llm.client import Endpoint, LLMClient, LLMRequestError
 from personagen.llm.structured import OutputError
@@ -173,9 +174,10 @@ def _progress_counts(stage: str, results: list[dict[str, Any]]) -> dict[str, int
 # ---------------------------------------------------------------------------------- the sink
 
 
-Plan = list[tuple[str, str, str]]
-"""(stage, bank group, id column) in stage order: where each stage's rows go, and which column
-names a failed row in `failures`."""
+Plan = list[tuple[str, ...]]
+"""(stage, bank group, id column[, after]) in stage order: where each stage's rows go, which
+column names a failed row in `failures`, and which earlier stage a row must have passed to reach
+this one (default: the stage before it; `None` as the fourth element: every row)."""
 
 
 def split_stage_rows(
@@ -184,10 +186,13 @@ def split_stage_rows(
     """Route one block: for each stage in order, rows that reached the stage go to its group
     (success) or to failures (with the stage's reason and attempts)."""
     counts: Counter[str] = Counter()
-    alive = pa.array([True] * table.num_rows)
+    everyone = pa.array([True] * table.num_rows)
+    passed: dict[str | None, pa.Array] = {None: everyone}
     groups: dict[str, pa.Table] = {}
     failures = []
-    for stage, group, id_column in plan:
+    previous: str | None = None
+    for stage, group, id_column, *gate in plan:
+        alive = passed[gate[0] if gate else previous]
         errors = table.column(f"{stage}__error")
         taken = pc.and_(alive, pc.is_valid(table.column(f"{stage}__attempts")))
         ok = pc.and_(taken, pc.is_null(errors))
@@ -213,10 +218,21 @@ def split_stage_rows(
                     bad.column(f"{stage}__attempts").to_pylist(),
                 )
             )
-        groups[group] = conform(table.filter(ok), group_schema(group))
-        alive = ok
+        groups[group] = conform_group(table.filter(ok), group)
+        passed[stage] = ok
+        previous = stage
     failed_table = pa.concat_tables(failures) if failures else None
     return groups, failed_table, counts
+
+
+def history_part(table: pa.Table, plan: Plan) -> pa.Table:
+    """The columns of `table` that came in with the history rows (no stage's output)."""
+    added = {name for _, group, *_ in plan for name in GROUPS[group].names}
+    added -= set(HISTORY_COLUMNS.names)
+    prefixes = tuple(f"{step[0]}__" for step in plan)
+    return table.select(
+        [n for n in table.column_names if n not in added and not n.startswith(prefixes)]
+    )
 
 
 def _reason_kind(reason: str) -> str:
@@ -231,11 +247,14 @@ def _reason_kind(reason: str) -> str:
 
 class BankStageSink(Datasink[dict[str, Any]]):
     """Writes stage rows into the bank: one part per group and per write task, failed rows into
-    `failures`; the counters of all tasks add up in `counts` on the driver."""
+    `failures`; the counters of all tasks add up in `counts` on the driver. With
+    `history_columns`, every row's history columns (those no stage added) also go to
+    BANK/histories, so the bank keeps the posts its personas were mined from."""
 
-    def __init__(self, bank: str | Path, plan: Plan) -> None:
+    def __init__(self, bank: str | Path, plan: Plan, history_columns: bool = False) -> None:
         self.bank = str(bank)
         self.plan = plan
+        self.history_columns = history_columns
         self.counts: Counter[str] = Counter()
 
     def write(self, blocks: Iterable[Any], ctx: Any) -> dict[str, int]:
@@ -248,6 +267,8 @@ class BankStageSink(Datasink[dict[str, Any]]):
                 continue
             groups, failed, block_counts = split_stage_rows(table, self.plan)
             counts.update(block_counts)
+            if self.history_columns:
+                parts.setdefault("histories", []).append(history_part(table, self.plan))
             for group, rows in groups.items():
                 parts.setdefault(group, []).append(rows)
             if failed is not None:
@@ -263,7 +284,7 @@ class BankStageSink(Datasink[dict[str, Any]]):
             self.counts.update(result)
 
     def get_name(self) -> str:
-        return f"WriteBank({'+'.join(group for _, group, _ in self.plan)})"
+        return f"WriteBank({'+'.join(step[1] for step in self.plan)})"
 
 
 # ---------------------------------------------------------------------------------- wiring

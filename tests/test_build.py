@@ -1,0 +1,200 @@
+"""The whole build as one Ray Data stream: every row accounted for, resume after a kill, dry run."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pytest
+from llm_test_server import Faults, LLMTestServer
+from test_mine import _grep_tree, _wait_for_job_end, raw_ids, set_args
+
+from personagen.build import build
+from personagen.config import load_config
+from personagen.estimate import estimate, history_prompt_tokens
+from personagen.ingest import ingest, read_histories
+from personagen.io.bank import read_bank, read_failures, read_manifest
+from personagen.judge import judge_prompt
+
+pytestmark = pytest.mark.slow  # real Ray Data pipelines, 20-90 s each
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def write_users(path: Path, n: int, special: dict[int, str] | None = None) -> Path:
+    """`n` users with three posts each, one row per post (JSONL); `special` adds text."""
+    special = special or {}
+    with path.open("w") as fh:
+        for i in range(n):
+            for day in (1, 2, 3):
+                text = f"Day {day} of user {i}: tea, work and a long walk with the dog."
+                if day == 3 and i in special:
+                    text += " " + special[i]
+                row = {"user_id": f"u{i:03d}", "date": f"2021-03-0{day}", "text": text,
+                       "country": ["JP", "DE", "US"][i % 3]}  # fmt: skip
+                fh.write(json.dumps(row) + "\n")
+    return path
+
+
+def build_settings(server: LLMTestServer, *extra: str) -> list[str]:
+    return [
+        f"llm.base_url={server.base_url}",
+        "llm.model=stub",
+        "llm.api_key_env=PG_BUILD_TEST_KEY",
+        "llm.timeout_s=5",
+        "llm.backoff_s=0.01",
+        "llm.max_retries=2",
+        "mine.min_words=10",
+        "build.progress_s=2",
+        "build.align.enabled=true",
+        "build.align.n=5",
+        "ray.num_cpus=2",
+        "ray.object_store_mb=512",
+        *extra,
+    ]
+
+
+def ids(n: int) -> list[str]:
+    return [f"u{i:03d}/0" for i in range(n)]
+
+
+def failed_in(bank: Path, stage: str) -> set[str]:
+    failures = read_failures(bank, stage)
+    return set(failures.column("input_id").to_pylist())
+
+
+def test_build_streams_every_stage_into_the_bank(ray_local, tmp_path):
+    n = 24
+    src = write_users(tmp_path / "users.jsonl", n, {3: "FAIL-MINE", 5: "FAIL-JUDGE"})
+    judge_system = judge_prompt().system
+
+    def decide(body):
+        user = body["messages"][-1]["content"]
+        if "FAIL-MINE" in user and body["messages"][0]["content"] != judge_system:
+            return "400"
+        if "FAIL-JUDGE" in user and body["messages"][0]["content"] == judge_system:
+            return "400"
+        return None
+
+    bank = tmp_path / "bank"
+    with LLMTestServer(Faults(seed=3), decide=decide) as server:
+        cfg = load_config(overrides=build_settings(server))
+        summary = build(cfg, bank, src)
+        requests_first = len(server.records())
+        again = build(cfg, bank, src)
+        assert len(server.records()) == requests_first, "a finished build asked the LLM again"
+    assert again.counts["build:already_done"] == n and again.counts["build:todo"] == 0
+
+    c = summary.counts
+    assert c["build:todo"] == n == c["mine:in"]
+    for stage in ("mine", "judge", "score", "embed"):
+        assert c[f"{stage}:in"] == c[f"{stage}:out"] + c[f"{stage}:failed"]
+    for group in ("personas", "quality", "scores", "embeddings", "histories"):
+        column = raw_ids(bank, group) if group != "histories" else read_histories(
+            bank / "histories").column("history_id").to_pylist()  # fmt: skip
+        assert len(column) == len(set(column)), f"a row was written twice to {group}"
+
+    assert failed_in(bank, "mine") == {"u003/0"}
+    assert failed_in(bank, "judge") == {"u005/0"}
+    embedded = set(raw_ids(bank, "embeddings"))
+    assert embedded | {"u003/0"} == set(ids(n))  # embedding needs mining only
+    table = read_bank(bank)
+    kept = set(table.filter(pc.fill_null(table.column("kept"), False)).column("persona_id")
+               .to_pylist())  # fmt: skip
+    assert set(raw_ids(bank, "scores")) <= kept and "u005/0" not in raw_ids(bank, "scores")
+    assert read_histories(bank / "histories").num_rows == n
+    assert table.schema.field("embedding").type == pa.list_(pa.float32(), 384)
+
+    manifest = read_manifest(bank)
+    assert manifest["inputs"]["files"] == 1 and len(manifest["inputs"]["sha256"]) == 64
+    assert manifest["packages"]["ray"].startswith("2.60")
+    assert manifest["seeds"]["seed"] == 0
+    for stage in ("mine", "judge", "score"):
+        assert manifest[stage]["prompt_version"]
+    assert manifest["embed"]["model_id"].startswith("all-MiniLM-L6-v2@")
+    assert manifest["config"]["llm"]["api_key_env"] == "PG_BUILD_TEST_KEY"
+    assert manifest["build"]["finished"] and manifest["index"]
+    aligned = pa.parquet.read_table(bank / "aligned" / "personas.parquet")
+    assert aligned.num_rows == 5 and (bank / "aligned" / "report.html").is_file()
+
+
+def test_a_killed_build_resumes_without_losing_or_repeating_rows(ray_local, tmp_path):
+    n = 100
+    key = "sk-test-BUILDLEAK-41d2e8"
+    src = write_users(tmp_path / "users.jsonl", n)
+    bank = tmp_path / "bank"
+    address = ray_local.get_runtime_context().gcs_address
+    env = {**os.environ, "PG_BUILD_TEST_KEY": key, "PYTHONPATH": str(ROOT)}
+    with LLMTestServer(Faults(latency_s=0.05, api_key=key, seed=4)) as server:
+        settings = build_settings(
+            server, f"ray.address={address}", "build.align.enabled=false", "build.rows_per_block=4"
+        )
+        args = [sys.executable, "-m", "personagen", "build", "--input", str(src),
+                "--out", str(bank), "-v", *set_args(settings)]  # fmt: skip
+        logs = tmp_path / "logs"
+        logs.mkdir()
+        with (logs / "run1.out").open("w") as out, (logs / "run1.err").open("w") as err:
+            first = subprocess.Popen(args, stdout=out, stderr=err, env=env)
+            deadline = time.monotonic() + 180
+            while not list((bank / "scores").glob("*.parquet")):  # the first rows are in
+                assert first.poll() is None, (logs / "run1.err").read_text()[-3000:]
+                assert time.monotonic() < deadline, "the build wrote nothing"
+                time.sleep(0.05)
+            server.hold()
+            while not server.parked:
+                assert first.poll() is None, "the build finished before it could be killed"
+                time.sleep(0.05)
+            time.sleep(1.0)
+            first.send_signal(signal.SIGKILL)
+            first.wait()
+        _wait_for_job_end(first.pid)
+        server.release(drop=True)
+        while server.parked or server.in_flight:
+            time.sleep(0.05)
+        answered_before = server.answered(phase=1)
+        finished_before = set(raw_ids(bank, "embeddings"))
+        assert 0 < len(finished_before) < n, "the kill should land mid-build"
+        server.reset_hold()
+        server.phase = 2
+        second = subprocess.run(args, capture_output=True, text=True, env=env, timeout=600)
+        (logs / "run2.err").write_text(second.stderr)
+        assert second.returncode == 0, second.stderr[-3000:]
+        asked_again = answered_before & server.requested(phase=2)
+        assert not asked_again, f"{len(asked_again)} answered requests were asked again"
+
+    embedded = raw_ids(bank, "embeddings")
+    mine_failed = failed_in(bank, "mine")
+    assert len(embedded) == len(set(embedded)), "a row was embedded twice"
+    assert set(embedded) | mine_failed == set(ids(n)) and not set(embedded) & mine_failed
+    manifest = read_manifest(bank)
+    assert manifest["counts"]["build:already_done"] >= len(finished_before)
+    assert "streamed this run" in second.stdout
+    leaks = _grep_tree(bank, key.encode()) + _grep_tree(logs, key.encode())
+    assert not leaks, f"the API key leaked into {leaks}"
+
+
+def test_dry_run_counts_the_real_prompts_and_knows_what_is_done(ray_local, tmp_path):
+    n = 9
+    src = write_users(tmp_path / "users.jsonl", n)
+    cfg = load_config(overrides=[
+        "llm.prices.smollm2-135m-instruct.prompt=1.0",
+        "llm.prices.smollm2-135m-instruct.completion=2.0",
+    ])  # fmt: skip
+    result = estimate(cfg, tmp_path / "no-bank-yet", src)
+    stages = {s.stage: s for s in result.stages}
+    assert result.histories == n and result.already_done == 0
+    assert stages["mine"].requests == n == stages["judge"].requests
+    assert stages["score"].requests == n * 50
+    ingest(src, tmp_path / "ingested", cfg)
+    histories = read_histories(tmp_path / "ingested")
+    direct = history_prompt_tokens(histories)
+    assert stages["mine"].prompt_tokens == pc.sum(direct.column("mine_tokens")).as_py()
+    mine = stages["mine"]
+    assert mine.cost_usd == pytest.approx((mine.prompt_tokens + 2 * mine.completion_tokens) / 1e6)
