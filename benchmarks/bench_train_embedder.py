@@ -30,6 +30,7 @@ import argparse
 import json
 import logging
 import os
+import shutil
 import sys
 import tempfile
 import time
@@ -122,6 +123,7 @@ def main() -> None:
     finally:
         if server is not None:
             server.stop()
+        shutil.rmtree(work)  # the bank and one saved model per configuration
 
     base = rows[0]["before"]
     print(

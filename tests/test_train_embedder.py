@@ -1,6 +1,7 @@
 """`personagen train-embedder`: query writing (stub LLM with queries derived from the persona
 text), hard-negative filtering, a few real training steps of the packaged MiniLM on CPU, the
-held-out evaluation against an exact computation, and the saved model in `embed` / `index`."""
+held-out evaluation against an exact computation, and the saved model in `embed` / `index` /
+`search`; then a bank written by `personagen build`, trained on and adapted with its model."""
 
 from __future__ import annotations
 
@@ -9,12 +10,15 @@ from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from llm_test_server import Faults, LLMTestServer
+from llm_test_server import Faults, LLMTestServer, request_schema, schema_responder
 from synthetic import embed_and_index, keyword_queries, query_writer
+from test_build import build_settings, write_users
 
+from personagen.adapt.adapt import adapt
 from personagen.adapt.embed import embed_bank
 from personagen.adapt.embedder import load_embedder, resolve_model
 from personagen.adapt.index import build_index, search
@@ -26,9 +30,10 @@ from personagen.adapt.train import (
     split_personas,
     train_embedder,
 )
+from personagen.build import build
 from personagen.config import EmbedConfig, load_config
 from personagen.errors import PersonagenError
-from personagen.io.bank import KEY, read_failures, read_group, write_group
+from personagen.io.bank import KEY, read_failures, read_group, read_manifest, write_group
 from personagen.llm.structured import OutputError, parse_answer
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples" / "histories.jsonl"
@@ -169,6 +174,64 @@ def test_train_a_few_steps_then_embed_index_and_search_with_the_model(ray_local,
     assert info["embed"]["model_id"] == summary.model_id
     found = search(bank, stored["u01/0"][0], 3, cfg=use)
     assert found[KEY].to_pylist()[0] == "u01/0"
+
+
+def build_and_query_answers(body, rng) -> str:
+    """Query requests: `query_writer`'s keyword queries; any other request (mine, judge, score,
+    revise): a valid instance of its schema, as the stub server answers by default."""
+    schema = request_schema(body) or {}
+    if "queries" in schema.get("properties", {}):
+        return query_writer(body, rng)
+    return schema_responder(Faults().string_words)(body, rng)
+
+
+@pytest.mark.slow
+def test_a_built_bank_trains_and_adapt_retrieves_with_the_trained_model(ray_local, tmp_path):
+    """What `personagen build` writes (histories group included) is a bank train-embedder and
+    adapt take as it is; after `embed --replace` and `index` with the trained folder, adapt's
+    retrieval runs on the trained model."""
+    n, query = 12, "a quiet reader who likes music and coffee"
+    bank, model_dir, out = tmp_path / "bank", tmp_path / "model", tmp_path / "adapted"
+    src = write_users(tmp_path / "users.jsonl", n)
+    with LLMTestServer(Faults(seed=5), build_and_query_answers) as server:
+        sets = build_settings(
+            server,
+            "build.align.enabled=false",
+            "train_embedder.max_steps=2",
+            "train_embedder.batch_size=8",
+            "train_embedder.threads=2",
+            "reference.builtin_rows=2000",
+            "evaluate.floor_repeats=2",
+            "align.atoms=256",
+        )
+        built = build(load_config(overrides=sets), bank, src)
+        assert (bank / "histories").is_dir() and built.counts["embed:out"] == n
+
+        summary = train_embedder(bank, model_dir, load_config(overrides=sets))
+        c = summary.counts
+        assert c["personas"] == n == c["queries:out"] and c["steps"] == 2
+        assert c["train_pairs"] + c["heldout_queries"] == 3 * n
+        assert read_manifest(bank)["train_embedder"]["model_id"] == summary.model_id
+
+        use = load_config(overrides=[*sets, f"embed.model={model_dir}"])
+        assert embed_bank(bank, use, replace=True).counts["embedded"] == n
+        assert build_index(bank, use)["embed"]["model_id"] == summary.model_id
+        expected = search(bank, query, 6, ["kept=true"], cfg=use)
+        result = adapt(bank, query, "builtin:east-asia", out, use, n=3, k=6)
+
+    assert result.retrieval["model_id"] == summary.model_id
+    assert result.counts["candidates"] == expected.num_rows == min(6, built.counts["bank:kept"])
+    candidates = pq.read_table(out / "candidates.parquet")
+    failed = pq.read_table(out / "failures.parquet").column(KEY).to_pylist()
+    assert [p for p in expected[KEY].to_pylist() if p not in failed] == candidates[KEY].to_pylist()
+    assert candidates["similarity"].to_pylist() == pytest.approx(
+        [s for p, s in zip(expected[KEY].to_pylist(), expected["score"].to_pylist(), strict=True)
+         if p not in failed]
+    )  # fmt: skip
+    narratives = {r[KEY]: r["narrative"] for r in read_group(bank, "personas").to_pylist()}
+    for row in candidates.to_pylist():
+        assert row["narrative"] == narratives[row[KEY]]  # the bank's text, next to the revision
+    assert pq.read_table(out / "personas.parquet").num_rows == 3
 
 
 # ------------------------------------------------------------------------------ pieces

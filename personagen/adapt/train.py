@@ -46,7 +46,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from personagen.adapt.embed import persona_texts
-from personagen.adapt.embedder import load_embedder
+from personagen.adapt.embedder import load_embedder, resolve_model
 from personagen.adapt.index import BankIndex, load_index, search_rows
 from personagen.adapt.queries import STAGE as QUERY_STAGE
 from personagen.adapt.queries import write_queries
@@ -388,8 +388,6 @@ def train_embedder(
         staging.rename(out)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
-    from personagen.adapt.embedder import resolve_model
-
     model_id = resolve_model(str(out)).model_id(cfg.embed.backend)
     update_manifest(bank, train_embedder={"last_model": str(out), "model_id": model_id, **info})
     summary = TrainSummary(counts, before, after, out, model_id, info)
