@@ -16,7 +16,8 @@ pairs, with hard negatives mined from the bank's index.
    duplicate texts (`BatchSamplers.NO_DUPLICATES`: a persona's other queries would otherwise be
    false in-batch negatives). `cached-mnrl` (GradCache: large batches in little memory, for GPUs)
    and `gist` (GISTEmbed, the frozen base model vetoes in-batch negatives it scores above the
-   positive) are options; benchmarks/RESULTS.md compares them.
+   positive) are options (benchmarks/bench_train_embedder.py runs `gist` against the default;
+   benchmarks/RESULTS.md has the default against in-batch negatives only).
 5. Evaluation, before and after, on the held-out queries: sentence-transformers'
    `InformationRetrievalEvaluator` over a corpus of the held-out personas plus a seeded sample
    of the others (up to `eval_corpus_max`): recall@1, recall@10 and MRR@10 (one relevant
