@@ -18,6 +18,7 @@ from llm_test_server import Faults, LLMTestServer, request_schema, schema_respon
 from synthetic import embed_and_index, keyword_queries, query_writer
 from test_build import build_settings, write_users
 
+from personagen import TRAITS
 from personagen.adapt.adapt import adapt
 from personagen.adapt.embed import embed_bank
 from personagen.adapt.embedder import load_embedder, resolve_model
@@ -189,7 +190,8 @@ def build_and_query_answers(body, rng) -> str:
 def test_a_built_bank_trains_and_adapt_retrieves_with_the_trained_model(ray_local, tmp_path):
     """What `personagen build` writes (histories group included) is a bank train-embedder and
     adapt take as it is; after `embed --replace` and `index` with the trained folder, adapt's
-    retrieval runs on the trained model."""
+    retrieval runs on the trained model (without revision: the bank's scores are used, so no
+    LLM stage runs here; test_adapt.py covers revision)."""
     n, query = 12, "a quiet reader who likes music and coffee"
     bank, model_dir, out = tmp_path / "bank", tmp_path / "model", tmp_path / "adapted"
     src = write_users(tmp_path / "users.jsonl", n)
@@ -212,25 +214,24 @@ def test_a_built_bank_trains_and_adapt_retrieves_with_the_trained_model(ray_loca
         assert c["personas"] == n == c["queries:out"] and c["steps"] == 2
         assert c["train_pairs"] + c["heldout_queries"] == 3 * n
         assert read_manifest(bank)["train_embedder"]["model_id"] == summary.model_id
+        requests = len(server.records())
 
         use = load_config(overrides=[*sets, f"embed.model={model_dir}"])
         assert embed_bank(bank, use, replace=True).counts["embedded"] == n
         assert build_index(bank, use)["embed"]["model_id"] == summary.model_id
         expected = search(bank, query, 6, ["kept=true"], cfg=use)
-        result = adapt(bank, query, "builtin:east-asia", out, use, n=3, k=6)
+        result = adapt(bank, query, "builtin:east-asia", out, use, n=3, k=6, revise=False)
+        assert len(server.records()) == requests, "every candidate has bank scores"
 
     assert result.retrieval["model_id"] == summary.model_id
-    assert result.counts["candidates"] == expected.num_rows == min(6, built.counts["bank:kept"])
+    assert result.counts["candidates"] == min(6, built.counts["bank:kept"])
     candidates = pq.read_table(out / "candidates.parquet")
-    failed = pq.read_table(out / "failures.parquet").column(KEY).to_pylist()
-    assert [p for p in expected[KEY].to_pylist() if p not in failed] == candidates[KEY].to_pylist()
-    assert candidates["similarity"].to_pylist() == pytest.approx(
-        [s for p, s in zip(expected[KEY].to_pylist(), expected["score"].to_pylist(), strict=True)
-         if p not in failed]
-    )  # fmt: skip
-    narratives = {r[KEY]: r["narrative"] for r in read_group(bank, "personas").to_pylist()}
+    assert candidates[KEY].to_pylist() == expected[KEY].to_pylist()
+    assert candidates["similarity"].to_pylist() == pytest.approx(expected["score"].to_pylist())
+    bank_scores = {r[KEY]: r for r in read_group(bank, "scores").to_pylist()}
     for row in candidates.to_pylist():
-        assert row["narrative"] == narratives[row[KEY]]  # the bank's text, next to the revision
+        assert row["trait_source"] == "bank"
+        assert [row[t] for t in TRAITS] == [bank_scores[row[KEY]][t] for t in TRAITS]
     assert pq.read_table(out / "personas.parquet").num_rows == 3
 
 
