@@ -127,8 +127,8 @@ def common_options(
     cls=_Group,
     context_settings={
         "help_option_names": ["-h", "--help"],
-        "terminal_width": 100,
-        "max_content_width": 100,
+        "terminal_width": 104,
+        "max_content_width": 104,
     },
 )
 @click.version_option(__version__, "--version", prog_name="personagen")
@@ -662,6 +662,106 @@ def search_command(
             snippet = snippet[: width - 1] + "…"
         table.add_row(str(row["rank"]), row["persona_id"], f"{row['score']:.3f}", snippet)
     Console().print(table)
+
+
+@cli.command("adapt")
+@click.argument("bank", type=click.Path(exists=True, file_okay=False))
+@click.option("--query", required=True, help="Who to retrieve, e.g. 'young parents in a city'.")
+@click.option(
+    "--reference",
+    "reference",
+    required=True,
+    metavar="R",
+    help="The group's reference: builtin:<group>, big5:PATH (with --group), a trait table...",
+)
+@click.option(
+    "--n", "n", type=click.IntRange(min=1), default=None, help="Personas to choose (adapt.n)."
+)
+@click.option(
+    "-k", "k", type=click.IntRange(min=1), default=None, help="Candidates to retrieve (adapt.k)."
+)
+@click.option(
+    "--where",
+    "where",
+    multiple=True,
+    metavar="COND",
+    help="Filter added to adapt.filters (repeatable, ANDed), as for `search`.",
+)
+@click.option(
+    "--revise/--no-revise",
+    "revise",
+    default=None,
+    help="Revise candidates toward the group with the LLM (default: adapt.revise).",
+)
+@click.option(
+    "--target",
+    default=None,
+    metavar="TEXT",
+    help="Who to revise toward (default: the group's region or countries).",
+)
+@click.option(
+    "--method",
+    type=click.Choice(["auto", "is", "ot", "is+ot"]),
+    default=None,
+    help="Alignment method (default: adapt.method, else align.method).",
+)
+@click.option("--replace", is_flag=True, help="Allow a persona to be chosen more than once.")
+@_group_options
+@common_options(out=True, out_required=True)
+def adapt_command(
+    cfg: Config,
+    bank: str,
+    query: str,
+    reference: str,
+    n: int | None,
+    k: int | None,
+    where: tuple[str, ...],
+    revise: bool | None,
+    target: str | None,
+    method: str | None,
+    replace: bool,
+    group: str | None,
+    countries: str | None,
+    out: str,
+) -> None:
+    """Retrieve personas for a query, revise them toward a group, re-score and re-align."""
+    from personagen.adapt.adapt import SUMMARY_ROWS, adapt
+    from personagen.summary import print_counts
+
+    summary = adapt(
+        bank,
+        query,
+        reference,
+        out,
+        cfg,
+        n=n,
+        group=group,
+        countries=_countries(countries),
+        k=k,
+        where=where,
+        revise=revise,
+        target=target,
+        method=method,
+        replace=replace,
+    )
+    print_counts(f"adapt: {bank} -> {out}", summary.counts, SUMMARY_ROWS, summary.wall_s)
+    for line in summary.lines():
+        click.echo(line)
+
+
+@cli.command("train-embedder")
+@click.argument("bank", type=click.Path(exists=True, file_okay=False))
+@click.option("--overwrite", is_flag=True, help="Replace the model folder if it exists.")
+@common_options(out=True, out_required=True)
+def train_embedder_command(cfg: Config, bank: str, overwrite: bool, out: str) -> None:
+    """Fine-tune the embedding model on LLM-written queries with mined hard negatives."""
+    from personagen.adapt.train import SUMMARY_ROWS, train_embedder
+    from personagen.summary import print_counts
+
+    summary = train_embedder(bank, out, cfg, overwrite=overwrite)
+    print_counts(f"train-embedder: {bank} -> {out}", summary.counts, SUMMARY_ROWS, summary.wall_s)
+    for line in summary.lines():
+        click.echo(line)
 
 
 def print_info(title: str, info: dict[str, Any]) -> None:

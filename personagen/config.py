@@ -422,6 +422,92 @@ class IndexConfig(Section):
     )
 
 
+class AdaptConfig(StageLLMConfig):
+    """`personagen adapt`: retrieve, revise toward a group, re-score, re-align (the revision
+    LLM's endpoint and model are this section's overrides of `llm`)."""
+
+    k: int = Field(200, ge=1, description="candidates retrieved for the query (top k)")
+    filters: list[str] = Field(
+        default_factory=lambda: ["kept=true"],
+        description="where-conditions every candidate meets (ANDed; --where adds more); [] = none",
+    )
+    min_similarity: float | None = Field(
+        None, ge=-1, le=1, description="leave out retrieved personas below this cosine"
+    )
+    revise: bool = Field(True, description="revise each candidate toward the group (LLM)")
+    target: str | None = Field(
+        None,
+        description="who the revision writes toward; unset = the group's name and countries",
+    )
+    temperature: float = Field(0.3, ge=0, le=2)
+    max_tokens: int = Field(1024, ge=1, description="answer token limit of one revision")
+    min_words: int = Field(
+        40,
+        ge=1,
+        description="a revision shorter than this (or than half the original) is a failure",
+    )
+    instrument: str | None = Field(
+        None, description="instrument of the re-scoring; unset = the bank's, else score.instrument"
+    )
+    n: int = Field(100, ge=1, description="personas chosen when --n is not given")
+    method: Literal["auto", "is", "ot", "is+ot"] | None = Field(
+        None, description="alignment method; unset = align.method"
+    )
+
+    def endpoint(self, llm: LLMConfig) -> LLMConfig:
+        """The LLM settings the revision uses: `llm` with this section's overrides."""
+        return self._llm(llm, max_tokens=self.max_tokens)
+
+
+class TrainEmbedderConfig(StageLLMConfig):
+    """`personagen train-embedder`: query-driven contrastive fine-tuning of the embedding model
+    (the query-writing LLM's endpoint and model are this section's overrides of `llm`)."""
+
+    base_model: str | None = Field(None, description="model to fine-tune; unset = embed.model")
+    queries_per_persona: int = Field(3, ge=1, le=10, description="queries the LLM writes")
+    temperature: float = Field(0.7, ge=0, le=2)
+    max_tokens: int = Field(256, ge=1, description="answer token limit of one query request")
+    max_personas: int | None = Field(
+        None, ge=2, description="use a seeded sample of this many personas; unset = all"
+    )
+    heldout: float = Field(0.2, gt=0, lt=1, description="share of personas held out (by persona)")
+    negatives: int = Field(1, ge=0, description="hard negatives per (query, persona) pair")
+    negative_pool: int = Field(30, ge=1, description="top-k retrieved per query to mine from")
+    false_negative_max: float = Field(
+        0.9,
+        gt=-1,
+        le=1,
+        description="drop a candidate negative whose cosine to the positive persona is above",
+    )
+    relative_margin: float = Field(
+        0.95,
+        gt=0,
+        le=1,
+        description="drop a candidate negative scoring above this x the positive's score",
+    )
+    loss: Literal["mnrl", "cached-mnrl", "gist"] = Field(
+        "mnrl",
+        description="MultipleNegativesRankingLoss, its cached (large-batch) form, or GISTEmbed "
+        "guided by the frozen base model",
+    )
+    mini_batch_size: int = Field(16, ge=1, description="cached-mnrl: texts per forward pass")
+    epochs: float = Field(1.0, gt=0)
+    max_steps: int | None = Field(None, ge=1, description="stop after this many steps")
+    batch_size: int = Field(32, ge=2, description="pairs per step (in-batch negatives)")
+    learning_rate: float = Field(2e-5, gt=0)
+    warmup_ratio: float = Field(0.1, ge=0, lt=1)
+    eval_corpus_max: int = Field(
+        20_000,
+        ge=10,
+        description="evaluation corpus: held-out personas plus a seeded sample up to this size",
+    )
+    threads: int | None = Field(None, ge=1, description="torch threads; unset = torch's default")
+
+    def endpoint(self, llm: LLMConfig) -> LLMConfig:
+        """The LLM settings query writing uses: `llm` with this section's overrides."""
+        return self._llm(llm, max_tokens=self.max_tokens)
+
+
 class BuildAlignConfig(Section):
     """The aligned set a build ends with (BANK/aligned), when enabled."""
 
@@ -471,13 +557,15 @@ class Config(Section):
     align: AlignConfig = Field(default_factory=AlignConfig)
     embed: EmbedConfig = Field(default_factory=EmbedConfig)
     index: IndexConfig = Field(default_factory=IndexConfig)
+    adapt: AdaptConfig = Field(default_factory=AdaptConfig)
+    train_embedder: TrainEmbedderConfig = Field(default_factory=TrainEmbedderConfig)
     build: BuildConfig = Field(default_factory=BuildConfig)
 
     def masked(self) -> dict[str, Any]:
         """The configuration as plain data, safe to print or to store in a manifest."""
         data = self.model_dump(mode="json")
         data["llm"]["api_key"] = "****" if self.llm.api_key() else "(not set)"
-        for name in ("judge", "score"):
+        for name in ("judge", "score", "adapt", "train_embedder"):
             section = getattr(self, name)
             data[name]["api_key"] = "****" if section.endpoint(self.llm).api_key() else "(not set)"
         return mask_urls(data)

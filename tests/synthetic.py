@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -83,3 +85,58 @@ def vector_bank(bank: Path, vectors: np.ndarray, parts: int = 4) -> list[str]:
         )
     update_manifest(bank, embed={"model": "synthetic", "model_id": model_id, "dim": dim})
     return ids
+
+
+def embed_and_index(bank: Path) -> None:
+    """Embed the bank's narratives with the packaged MiniLM in-process (no Ray actors: the fast
+    tests skip the embed stage's start-up) and build its index."""
+    from personagen.adapt.embedder import load_embedder
+    from personagen.adapt.index import build_index
+    from personagen.config import EmbedConfig, load_config
+    from personagen.io.bank import read_group
+
+    personas = read_group(bank, "personas", ["persona_id", "narrative"])
+    embedder = load_embedder(EmbedConfig(), threads=1)
+    vectors = embedder.encode(personas.column("narrative").to_pylist())
+    flat = pa.array(vectors.reshape(-1), pa.float32())
+    write_group(
+        bank,
+        "embeddings",
+        pa.table(
+            {
+                "persona_id": personas.column("persona_id"),
+                "embedding": pa.FixedSizeListArray.from_arrays(flat, embedder.dim).cast(
+                    embedding_type(embedder.dim)
+                ),
+                "embed_model": [embedder.model_id] * personas.num_rows,
+            }
+        ),
+    )
+    update_manifest(bank, embed=embedder.describe() | {"text": "narrative"})
+    build_index(bank, load_config())
+
+
+def keywords(text: str) -> list[str]:
+    """The distinct words of four letters or more that are not English stop words, in order."""
+    from sklearn.feature_extraction.text import ENGLISH_STOP_WORDS
+
+    words = [w.lower() for w in re.findall(r"[A-Za-z]{4,}", text)]
+    return [w for w in dict.fromkeys(words) if w not in ENGLISH_STOP_WORDS]
+
+
+def keyword_queries(text: str, n: int) -> list[str]:
+    """Query i: every n-th distinctive word of the persona from the i-th on, six of them (what
+    the stub LLM answers; deterministic, and about the persona's own content)."""
+    words = keywords(text)
+    return [" ".join(words[i::n][:6]) for i in range(n)]
+
+
+def query_writer(body: dict, rng: object) -> str:
+    """A stub-server responder for query requests: `keyword_queries` of the persona (an answer
+    that fails validation, even after a repair, for personas marked FAILQUERIES)."""
+    content = next(m["content"] for m in body["messages"] if "<data>\n" in m["content"])
+    persona = json.loads(content.split("<data>\n", 1)[1].split("\n</data>", 1)[0])["persona"]
+    n = body["response_format"]["json_schema"]["schema"]["properties"]["queries"]["maxItems"]
+    if "FAILQUERIES" in persona:
+        return json.dumps({"queries": ["one"] * n})  # too short: invalid even after a repair
+    return json.dumps({"queries": keyword_queries(persona, n)})

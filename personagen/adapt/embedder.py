@@ -30,7 +30,12 @@ import torch
 from personagen.config import EmbedConfig
 from personagen.errors import PersonagenError
 
-for _name in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "HF_HUB_DISABLE_TELEMETRY"):
+for _name in (
+    "HF_HUB_OFFLINE",
+    "TRANSFORMERS_OFFLINE",
+    "HF_DATASETS_OFFLINE",
+    "HF_HUB_DISABLE_TELEMETRY",
+):
     os.environ.setdefault(_name, "1")
 
 log = logging.getLogger(__name__)

@@ -23,7 +23,7 @@ from personagen.config import Config
 from personagen.errors import PersonagenError
 from personagen.io.bank import KEY
 from personagen.io.personas import read_personas
-from personagen.io.reference import load_reference
+from personagen.io.reference import Reference, load_reference
 
 log = logging.getLogger(__name__)
 
@@ -50,7 +50,7 @@ class AlignSummary:
 
 def run_align(
     personas: str,
-    reference: str,
+    reference: str | Reference,
     n: int,
     out: str,
     cfg: Config,
@@ -62,20 +62,32 @@ def run_align(
     countries: list[str] | None = None,
     also: list[str] | None = None,
     exclude_flagged: bool = False,
+    info: dict[str, Any] | None = None,
+    figures: dict[str, str] | None = None,
 ) -> AlignSummary:
+    """Align the personas at `personas` to the reference and write the set and report to `out`.
+
+    `reference` is a spec (narrowed by `group` / `countries`) or an already loaded `Reference`.
+    `info` entries are added to the report's `info` (a caller such as `adapt` adds its own
+    command name and statistics), `figures` (title -> base64 PNG) to its HTML.
+    """
     started = time.perf_counter()
     acfg = cfg.align
     persona_set = read_personas(personas)
     table, counts, notes = _candidates(persona_set.table, exclude_flagged)
     counts = {"read": persona_set.table.num_rows + persona_set.unscored, **counts}
     counts["unscored"] = persona_set.unscored
-    ref = load_reference(
-        reference,
-        group=group,
-        countries=countries,
-        min_rows=cfg.reference.min_rows,
-        seed=cfg.seed,
-        builtin_rows=cfg.reference.builtin_rows,
+    ref = (
+        reference
+        if isinstance(reference, Reference)
+        else load_reference(
+            reference,
+            group=group,
+            countries=countries,
+            min_rows=cfg.reference.min_rows,
+            seed=cfg.seed,
+            builtin_rows=cfg.reference.builtin_rows,
+        )
     )
     ref_table = ref.table
     extra = None
@@ -138,6 +150,7 @@ def run_align(
         "diagnostics": result.diagnostics,
         "config": acfg.model_dump(mode="json"),
         "seed": cfg.seed,
+        **(info or {}),
     }
     report_started = time.perf_counter()
     from personagen.evaluate.report import write_report
@@ -159,6 +172,7 @@ def run_align(
         floor_repeats=cfg.evaluate.floor_repeats,
         energy_max_rows=cfg.evaluate.energy_max_rows,
         n_projections=cfg.evaluate.sliced_projections,
+        figures=figures,
     )
     log.info("report written in %.1f s", time.perf_counter() - report_started)
     return AlignSummary(counts, result, out_dir, notes, time.perf_counter() - started)

@@ -130,11 +130,13 @@ def write_report(
     floor_repeats: int = 5,
     energy_max_rows: int = ENERGY_MAX_ROWS,
     n_projections: int = SLICED_PROJECTIONS,
+    figures: dict[str, str] | None = None,
 ) -> tuple[Path, Path]:
     """Compute the comparison and write `report.json` and `report.html` into `out_dir`.
 
     `info` is stored as given (method, parameters, timings...); it must be JSON-serialisable
-    (numpy scalars and arrays are converted). Returns the two paths.
+    (numpy scalars and arrays are converted). `figures` (title -> base64 PNG, see
+    `png_base64`) are added to the HTML after the built-in ones. Returns the two paths.
     """
     report = compare(
         reference,
@@ -156,6 +158,7 @@ def write_report(
         before=before,
         weights=weights,
         reference_weights=reference_weights,
+        figures=figures,
     )
 
 
@@ -169,22 +172,23 @@ def render_report(
     before: np.ndarray | None = None,
     weights: np.ndarray | None = None,
     reference_weights: np.ndarray | None = None,
+    figures: dict[str, str] | None = None,
 ) -> tuple[Path, Path]:
-    """Write a `compare` result (plus `info`) as report.json and report.html."""
+    """Write a `compare` result (plus `info` and extra `figures`) as report.json and .html."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     document = {**report, "info": info}
     json_path = out / "report.json"
     text = json.dumps(document, indent=2, default=_jsonable, allow_nan=False)
     _atomic_write(json_path, text + "\n")
-    figures = {
+    builtin = {
         "histograms": _histograms(reference, after, before, reference_weights),
         "correlations": _heatmaps(reference, after, before, reference_weights),
     }
     if weights is not None:
-        figures["weights"] = _weights_figure(np.asarray(weights, dtype=np.float64))
+        builtin["weights"] = _weights_figure(np.asarray(weights, dtype=np.float64))
     html_path = out / "report.html"
-    _atomic_write(html_path, _html(document, figures))
+    _atomic_write(html_path, _html(document, builtin, figures or {}))
     return json_path, html_path
 
 
@@ -209,7 +213,8 @@ def _jsonable(value: Any) -> Any:
 _COLOURS = {"reference": "#444444", "before": "#d95f02", "after": "#1b9e77"}
 
 
-def _png(fig: Any) -> str:
+def png_base64(fig: Any) -> str:
+    """A matplotlib figure as a base64 PNG (closed afterwards), for `figures`."""
     import matplotlib.pyplot as plt
 
     buffer = io.BytesIO()
@@ -266,7 +271,7 @@ def _histograms(
     axes[0].set_ylabel("density")
     axes[-1].legend(fontsize=7, loc="upper right")
     fig.tight_layout()
-    return _png(fig)
+    return png_base64(fig)
 
 
 def _heatmaps(
@@ -297,7 +302,7 @@ def _heatmaps(
         ax.set_yticks(range(len(TRAITS)), short, fontsize=8)
         ax.set_title(f"{name} (Pearson r)")
     fig.colorbar(image, ax=list(axes), shrink=0.8)
-    return _png(fig)
+    return png_base64(fig)
 
 
 def _weights_figure(weights: np.ndarray) -> str:
@@ -317,7 +322,7 @@ def _weights_figure(weights: np.ndarray) -> str:
     ax.set_ylabel("candidates")
     ax.set_title(f"candidate weights (Kish ESS {kish_ess(weights):,.0f} of {weights.size:,})")
     fig.tight_layout()
-    return _png(fig)
+    return png_base64(fig)
 
 
 # --------------------------------------------------------------------------- HTML
@@ -410,7 +415,7 @@ def _kv_table(data: dict[str, Any]) -> str:
     return "<table>" + "".join(rows) + "</table>"
 
 
-def _html(document: dict[str, Any], figures: dict[str, str]) -> str:
+def _html(document: dict[str, Any], figures: dict[str, str], extra: dict[str, str]) -> str:
     sets = document["sets"]
     after = sets["after"]
     floor = after["floor"]
@@ -457,6 +462,11 @@ def _html(document: dict[str, Any], figures: dict[str, str]) -> str:
             sections.append(
                 f'<img alt="weight histogram" src="data:image/png;base64,{figures["weights"]}">'
             )
+    for title, figure in extra.items():
+        sections += [
+            f"<h2>{html.escape(title)}</h2>",
+            f'<img alt="{html.escape(title)}" src="data:image/png;base64,{figure}">',
+        ]
     if document.get("info"):
         sections += ["<h2>Run</h2>", _kv_table(document["info"])]
     sections.append("</body></html>\n")

@@ -10,6 +10,10 @@ Layout of a bank folder::
       consistency/         group "consistency" (score --check-consistency) extreme traits
                            checked against the narrative
       embeddings/          group "embeddings" (embed)  embedding vector
+      queries/             group "queries" (train-embedder) short search queries each persona
+                           matches, written by an LLM (training pairs for the embedder)
+      revisions/           group "revisions" (adapt, in OUT/work) a persona revised toward a
+                           group; the bank's own narrative is never replaced
       failures/            rows that could not be processed: input id, stage, reason, attempts
 
 Why column groups: each stage appends its own columns as new part files, without rewriting what
@@ -130,6 +134,24 @@ GROUPS: dict[str, pa.Schema] = {
             # A fixed-size list is written per part (dimension known); see `embedding_type`.
             ("embedding", pa.list_(pa.float32())),
             ("embed_model", pa.string()),
+        ]
+    ),
+    "revisions": pa.schema(
+        [
+            (KEY, pa.string()),
+            ("revised_narrative", pa.string()),
+            ("revision_changes", pa.list_(pa.string())),
+            ("revise_target", pa.string()),
+            ("revise_model", pa.string()),
+            ("revise_prompt_version", pa.string()),
+        ]
+    ),
+    "queries": pa.schema(
+        [
+            (KEY, pa.string()),
+            ("queries", pa.list_(pa.string())),
+            ("queries_model", pa.string()),
+            ("queries_prompt_version", pa.string()),
         ]
     ),
 }

@@ -1,0 +1,503 @@
+"""`personagen adapt`: a persona set for a target group, from a bank and a query.
+
+1. Retrieve: the top-k personas for the query by embedding (the bank's index), among those that
+   meet the filters (`adapt.filters`, default `kept=true`, plus `--where`).
+2. Revise (optional, `adapt.revise`): an LLM edits each candidate toward the group (place,
+   culture-specific details, language habits), keeping the personality and the life facts that
+   do not conflict (`personagen.adapt.revise`).
+3. Re-score: the revised personas answer the instrument (the scoring stage of `personagen score`),
+   so their traits are measured, not assumed. Without revision, candidates keep the bank's scores
+   where the bank has them on the same instrument, and are scored otherwise.
+4. Re-align: `run_align` chooses n of the candidates to match the group's reference distribution
+   and writes the same report as `personagen align` (before/after, x noise floor), with the
+   retrieval statistics in its `info` and a histogram of the query similarities.
+
+Layout of OUT::
+
+    personas.parquet    the n chosen: narrative and revised_narrative, the measured traits and
+                        the bank's (original_<trait>), query similarity and rank, scoring detail
+    candidates.parquet  every candidate that reached alignment (same columns)
+    weights.parquet     persona_id, weight, chosen: every candidate's share of the aligned set
+    failures.parquet    candidates that failed revision or scoring: persona_id, stage, reason
+    report.json/.html   the alignment report
+    work/               a bank-format folder with the stages' rows (`revisions`, `scores`,
+                        `failures`), the LLM response cache and the run's provenance
+
+Every candidate ends in candidates.parquet or failures.parquet: candidates = aligned candidates
++ revision failures + scoring failures, checked. A re-run into the same OUT resumes: finished
+and failed rows in work/ are not asked again.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from personagen import TRAITS
+from personagen.adapt import revise as revising
+from personagen.adapt.retrieve import describe_similarity, retrieve, similarity_figure
+from personagen.align.run import AlignSummary, run_align
+from personagen.config import Config
+from personagen.errors import PersonagenError
+from personagen.io.bank import (
+    GROUPS,
+    KEY,
+    conform,
+    done_ids,
+    read_failures,
+    read_group,
+    read_manifest,
+    update_manifest,
+)
+from personagen.io.reference import load_reference
+from personagen.llm.runs import RunSummary, cache_folder, finish_run, record_stage, stage_llm
+from personagen.psychometrics.instruments import Instrument, get_instrument
+from personagen.psychometrics.scoring import check_min_items
+
+log = logging.getLogger(__name__)
+
+WORK = "work"
+SCORE_STAGE = "score"
+ORIGINAL = "original_"
+SCORE_FIELDS = [f for f in GROUPS["scores"] if f.name != KEY]
+REVISION_FIELDS = [f for f in GROUPS["revisions"] if f.name != KEY]
+
+SUMMARY_ROWS = [
+    ("retrieved (top k of the filtered personas)", "retrieved"),
+    ("  below the minimum similarity (left out)", "below_min_similarity"),
+    ("candidates", "candidates"),
+    ("  revised", "revised"),
+    ("    of which unchanged (the LLM made no edit)", "unchanged"),
+    ("  revision failures (failures.parquet)", "revise_failed"),
+    ("  re-scored", "rescored"),
+    ("  scoring failures (failures.parquet)", "score_failed"),
+    ("  bank scores kept (not revised, same instrument)", "bank_scores_reused"),
+    ("  aligned candidates (candidates.parquet)", "aligned_candidates"),
+    ("chosen (personas.parquet)", "chosen"),
+    ("revise this run: personas asked", "revise:in"),
+    ("  revisions written", "revise:out"),
+    ("  failed", "revise:failed"),
+    ("  requests", "revise:requests"),
+    ("  answers from the cache", "revise:cache_hits"),
+    ("score this run: personas asked", "score:in"),
+    ("  scores written", "score:out"),
+    ("  failed", "score:failed"),
+    ("  requests", "score:requests"),
+    ("  answers from the cache", "score:cache_hits"),
+]
+
+
+@dataclass
+class AdaptSummary:
+    """What one adaptation did; `check()` raises if the counts do not add up."""
+
+    counts: Counter[str]
+    stages: list[str]
+    retrieval: dict[str, Any]
+    out: Path
+    align: AlignSummary | None = None
+    notes: list[str] = field(default_factory=list)
+    wall_s: float = 0.0
+
+    def check(self) -> None:
+        RunSummary(self.counts, self.stages).check()
+        c = self.counts
+        accounted = c["aligned_candidates"] + c["revise_failed"] + c["score_failed"]
+        if accounted != c["candidates"] or c["retrieved"] != (
+            c["candidates"] + c["below_min_similarity"]
+        ):
+            raise PersonagenError(
+                f"adapt counts do not add up: {dict(c)} (candidates must be aligned + failed)"
+            )
+
+    def lines(self) -> list[str]:
+        """Console lines: the retrieval, then the alignment (as `personagen align` prints it)."""
+        from personagen.align.run import describe
+
+        lines = describe_similarity(self.retrieval)
+        if self.align is not None:
+            lines += describe(self.align)
+        return lines + self.notes
+
+
+def adapt(
+    bank: str | Path,
+    query: str,
+    reference: str,
+    out: str | Path,
+    cfg: Config,
+    *,
+    n: int | None = None,
+    group: str | None = None,
+    countries: list[str] | None = None,
+    k: int | None = None,
+    where: list[str] | tuple[str, ...] = (),
+    revise: bool | None = None,
+    target: str | None = None,
+    method: str | None = None,
+    replace: bool = False,
+) -> AdaptSummary:
+    """Retrieve candidates for `query` from `bank`, revise them toward the group, re-score them
+    and choose `n` (default `adapt.n`) that match the group's `reference`; write OUT (see the
+    module docstring). Unset arguments come from the `adapt` config section."""
+    started = time.perf_counter()
+    acfg = cfg.adapt
+    bank, out = Path(bank).resolve(), Path(out).resolve()
+    n, k = n or acfg.n, k or acfg.k
+    revise = acfg.revise if revise is None else revise
+    if n > k and not replace:
+        raise PersonagenError(
+            f"cannot choose {n:,} distinct personas from at most k={k:,} candidates "
+            "(raise -k, lower --n, or allow repeats with --replace)"
+        )
+    ref = load_reference(
+        reference,
+        group=group,
+        countries=countries,
+        min_rows=cfg.reference.min_rows,
+        seed=cfg.seed,
+        builtin_rows=cfg.reference.builtin_rows,
+    )
+    target_text = (
+        revising.target_group(ref, group, countries, target or acfg.target) if revise else None
+    )
+    instrument = _instrument(bank, cfg)
+    filters = [*acfg.filters, *where]
+    found = retrieve(bank, query, k, filters, cfg, acfg.min_similarity)
+    stats = found.stats
+    if found.table.num_rows == 0:
+        raise PersonagenError(
+            "no candidates: " + "; ".join(describe_similarity(stats)[:2]) + " (check the filters, "
+            "e.g. an unjudged bank has no kept=true personas: --set adapt.filters=[])"
+        )
+    counts: Counter[str] = Counter(
+        retrieved=stats["retrieved"],
+        below_min_similarity=stats["below_min_similarity"],
+        candidates=stats["candidates"],
+    )
+    candidates = _with_bank_scores(found.table, bank)
+    work = out / WORK
+    _claim(work, bank, query, target_text, instrument)
+    stages = _run_stages(candidates, work, cfg, instrument, target_text, query)
+    counts.update(stages)
+    table, failures = _assemble(candidates, bank, work, instrument, revise, counts)
+    out.mkdir(parents=True, exist_ok=True)
+    _write(out / "failures.parquet", failures)
+    _write(out / "candidates.parquet", table)
+    ran = [s for s in (revising.STAGE, SCORE_STAGE) if f"{s}:in" in counts]
+    summary = AdaptSummary(counts, ran, stats, out)
+    finish_run(
+        work, RunSummary(counts, summary.stages, time.perf_counter() - started), cfg, "adapt"
+    )
+    summary.check()
+    if table.num_rows == 0:
+        raise PersonagenError(
+            f"every candidate failed revision or scoring: see {out / 'failures.parquet'}"
+        )
+    info = {
+        "command": "adapt",
+        "bank": str(bank),
+        "query": query,
+        "target": target_text,
+        "revise": revise,
+        "instrument": instrument.id,
+        "retrieval": stats,
+        "adapt_counts": dict(counts),
+        "revision_trait_shift": trait_shift(table),
+    }
+    figure = similarity_figure(
+        found.table.column("similarity").to_numpy(zero_copy_only=False),
+        table.column("similarity").to_numpy(zero_copy_only=False),
+    )
+    summary.align = run_align(
+        str(out / "candidates.parquet"),
+        ref,
+        n,
+        str(out),
+        cfg,
+        method=method or acfg.method,
+        replace=replace,
+        info=info,
+        figures={"Similarity to the query": figure},
+    )
+    counts["chosen"] = summary.align.counts["chosen"]
+    summary.wall_s = time.perf_counter() - started
+    return summary
+
+
+# ------------------------------------------------------------------------------ inputs
+
+
+def _instrument(bank: Path, cfg: Config) -> Instrument:
+    """`adapt.instrument`, else the bank's (so original and revised traits compare), else
+    `score.instrument`."""
+    recorded = read_manifest(bank).get(SCORE_STAGE, {}).get("instrument")
+    instrument = get_instrument(cfg.adapt.instrument or recorded or cfg.score.instrument)
+    check_min_items(instrument, cfg.score.min_items_per_trait)
+    return instrument
+
+
+def _with_bank_scores(candidates: pa.Table, bank: Path) -> pa.Table:
+    """The candidates with the bank's traits as `original_<trait>` and their instrument."""
+    scores = read_group(bank, "scores", [KEY, "instrument", *TRAITS])
+    at = pc.index_in(candidates.column(KEY), value_set=scores.column(KEY))
+    for name in [*TRAITS, "instrument"]:
+        column = scores.column(name).take(at)
+        candidates = candidates.append_column(ORIGINAL + name, column)
+    return candidates
+
+
+def _claim(work: Path, bank: Path, query: str, target: str | None, instrument: Instrument) -> None:
+    """Refuse to resume a work folder made for another bank, query, target or instrument: its
+    revisions and scores would be taken for this run's."""
+    run = {"bank": str(bank), "query": query, "target": target, "instrument": instrument.id}
+    recorded = read_manifest(work).get("adapt_run")
+    if recorded and recorded != run:
+        changed = ", ".join(key for key in run if recorded.get(key) != run[key])
+        raise PersonagenError(
+            f"{work} holds an adaptation with another {changed}: choose another --out "
+            "(or delete that folder to start over)"
+        )
+    update_manifest(work, adapt_run=run)
+
+
+# ------------------------------------------------------------------------------ LLM stages
+
+
+def _pending(ids: pa.Array | pa.ChunkedArray, work: Path, group: str, stage: str) -> pa.Array:
+    """The ids neither written to `group` nor recorded as failed in `stage`."""
+    done = pa.array(sorted(done_ids(work, group, failed_stage=stage)), pa.string())
+    return pa.array(ids, pa.string()).filter(pc.invert(pc.is_in(ids, value_set=done)))
+
+
+def _to_score(candidates: pa.Table, work: Path, revise: bool, instrument: str) -> pa.Table:
+    """(persona_id, narrative, kept) of the candidates to score now: the revised ones with their
+    revised narrative; without revision, those without bank scores on this instrument."""
+    if revise:
+        revisions = read_group(work, "revisions", [KEY, "revised_narrative"])
+        table = revisions.filter(pc.is_in(revisions.column(KEY), value_set=candidates[KEY]))
+        table = table.rename_columns([KEY, "narrative"])
+    else:
+        reused = reusable(candidates, instrument)
+        table = candidates.filter(pa.array(~reused)).select([KEY, "narrative"])
+    todo = _pending(table.column(KEY), work, "scores", SCORE_STAGE)
+    table = table.filter(pc.is_in(table.column(KEY), value_set=todo))
+    # chosen by retrieval and the filters: `score.only_kept` has nothing more to say
+    return table.append_column("kept", pa.array([True] * table.num_rows))
+
+
+def reusable(candidates: pa.Table, instrument: str) -> np.ndarray:
+    """Which candidates have all five bank traits on `instrument` (they stand for unrevised
+    personas without asking again)."""
+    same = pc.fill_null(pc.equal(candidates.column(ORIGINAL + "instrument"), instrument), False)
+    mask = same.to_numpy(zero_copy_only=False)
+    for trait in TRAITS:
+        mask &= pc.is_valid(candidates.column(ORIGINAL + trait)).to_numpy(zero_copy_only=False)
+    return mask
+
+
+def _run_stages(
+    candidates: pa.Table,
+    work: Path,
+    cfg: Config,
+    instrument: Instrument,
+    target: str | None,
+    query: str,
+) -> Counter[str]:
+    """Revise (when `target`) and score the candidates not done yet; returns the stages' counts."""
+    from personagen.cluster import init_ray
+    from personagen.llm.server import llm_endpoints
+    from personagen.llm.stage import pool_settings, run_table_stage
+    from personagen.score import default_batch_size, record_score, resolve_mode, score_stage
+
+    revise = target is not None
+    to_revise = candidates.select([KEY, "narrative"])
+    if revise:
+        todo = _pending(candidates.column(KEY), work, "revisions", revising.STAGE)
+        to_revise = to_revise.filter(pc.is_in(to_revise.column(KEY), value_set=todo))
+    else:
+        to_revise = to_revise.slice(0, 0)
+    to_score = _to_score(candidates, work, revise, instrument.id)
+    counts: Counter[str] = Counter()
+    if not (to_revise.num_rows or to_score.num_rows):
+        return counts
+    revise_llm = stage_llm(cfg, cfg.adapt.endpoint(cfg.llm))
+    score_llm = stage_llm(cfg, cfg.score.endpoint(cfg.llm))
+    cache = cache_folder(cfg, work)
+
+    def run(table: pa.Table, stage: Any, group: str, llm: Any, endpoint: Any, **pool: Any) -> None:
+        settings = pool_settings(
+            llm, endpoint, table.num_rows, actor_cpus=cfg.mine.actor_cpus, **pool
+        )
+        counts.update(
+            run_table_stage(
+                table, stage, group, llm, endpoint, settings, work, cache, cfg.mine.progress_s
+            )
+        )
+
+    init_ray(cfg.ray)
+    with llm_endpoints([revise_llm, score_llm]) as (revise_ep, score_ep):
+        if to_revise.num_rows:
+            stage = revising.revise_stage(cfg, target or "", query)
+            record_stage(work, revising.STAGE, revise_llm, revise_ep, stage.params.prompt.version)
+            run(
+                to_revise,
+                stage,
+                revising.GROUP,
+                revise_llm,
+                revise_ep,
+                actors=cfg.mine.actors,
+                batch_size=cfg.mine.batch_size,
+            )
+            to_score = _to_score(candidates, work, revise, instrument.id)
+        if to_score.num_rows:
+            mode, probe = resolve_mode(cfg.score, instrument, score_llm, score_ep)
+            stage = score_stage(cfg, instrument, mode)
+            record_score(work, score_llm, score_ep, stage.params)
+            run(
+                to_score,
+                stage,
+                "scores",
+                score_llm,
+                score_ep,
+                actors=cfg.score.actors or cfg.mine.actors,
+                batch_size=cfg.score.batch_size
+                or default_batch_size(cfg, score_ep, instrument, mode),
+            )
+            counts.update(probe.counts(SCORE_STAGE))
+    return counts
+
+
+# ------------------------------------------------------------------------------ the output
+
+
+def _assemble(
+    candidates: pa.Table,
+    bank: Path,
+    work: Path,
+    instrument: Instrument,
+    revise: bool,
+    counts: Counter[str],
+) -> tuple[pa.Table, pa.Table]:
+    """(aligned candidates with their revision and traits, failures) from the work folder;
+    adds the totals over all runs into this folder to `counts`."""
+    ids = candidates.column(KEY)
+    failures = read_failures(work)
+    failures = failures.filter(
+        pc.and_(
+            pc.is_in(failures.column("input_id"), value_set=ids),
+            pc.is_in(failures.column("stage"), value_set=pa.array([revising.STAGE, SCORE_STAGE])),
+        )
+    )
+    failures = failures.rename_columns([KEY, *failures.column_names[1:]])
+    last = {pid: i for i, pid in enumerate(failures.column(KEY).to_pylist())}  # latest per id
+    failures = failures.take(pa.array(sorted(last.values()), pa.int64()))
+    failed = set(failures.column(KEY).to_pylist())
+    revisions = read_group(work, revising.GROUP)
+    revisions = revisions.filter(pc.is_in(revisions.column(KEY), value_set=ids))
+    rescored = read_group(work, "scores")
+    rescored = rescored.filter(
+        pc.and_(
+            pc.is_in(rescored.column(KEY), value_set=ids),
+            pc.invert(
+                pc.is_in(rescored.column(KEY), value_set=pa.array(sorted(failed), pa.string()))
+            ),
+        )
+    )
+    reused = np.zeros(candidates.num_rows, bool) if revise else reusable(candidates, instrument.id)
+    reused_ids = ids.filter(pa.array(reused))
+    bank_scores = read_group(bank, "scores")
+    bank_scores = bank_scores.filter(pc.is_in(bank_scores.column(KEY), value_set=reused_ids))
+    scores = pa.concat_tables(
+        [
+            conform(rescored, GROUPS["scores"]),
+            conform(bank_scores, GROUPS["scores"]),
+        ]
+    )
+    stage_of = dict(
+        zip(failures.column(KEY).to_pylist(), failures.column("stage").to_pylist(), strict=True)
+    )
+    counts["revised"] = revisions.num_rows
+    at = pc.index_in(revisions.column(KEY), value_set=ids)
+    originals = candidates.column("narrative").take(at).to_pylist()
+    counts["unchanged"] = sum(
+        revising.unchanged(o, r)
+        for o, r in zip(originals, revisions.column("revised_narrative").to_pylist(), strict=True)
+    )
+    counts["revise_failed"] = sum(stage == revising.STAGE for stage in stage_of.values())
+    counts["score_failed"] = sum(stage == SCORE_STAGE for stage in stage_of.values())
+    counts["rescored"] = rescored.num_rows
+    counts["bank_scores_reused"] = int(reused.sum())
+    table = candidates.filter(pc.is_in(ids, value_set=scores.column(KEY)))
+    counts["aligned_candidates"] = table.num_rows
+    return _columns(table, scores, revisions, reused_ids), failures.select(
+        [KEY, "stage", "reason", "attempts", "time"]
+    )
+
+
+def _columns(
+    table: pa.Table, scores: pa.Table, revisions: pa.Table, reused: pa.Array | pa.ChunkedArray
+) -> pa.Table:
+    """The output columns: identity and retrieval, narratives, traits (measured, then the bank's),
+    where the traits come from, then the scoring detail."""
+    at_revision = pc.index_in(table.column(KEY), value_set=revisions.column(KEY))
+    at_score = pc.index_in(table.column(KEY), value_set=scores.column(KEY))
+    columns: dict[str, Any] = {
+        name: table.column(name) for name in (KEY, "rank", "similarity", "narrative")
+    }
+    for f in REVISION_FIELDS:
+        columns[f.name] = revisions.column(f.name).take(at_revision)
+    columns["attributes"] = table.column("attributes")
+    for name in TRAITS:
+        columns[name] = scores.column(name).take(at_score)
+    for name in [*TRAITS, "instrument"]:
+        columns[ORIGINAL + name] = table.column(ORIGINAL + name)
+    source = np.where(
+        pc.is_valid(columns["revised_narrative"]).to_numpy(zero_copy_only=False),
+        "revised",
+        "original",
+    )
+    source[pc.is_in(table.column(KEY), value_set=reused).to_numpy(zero_copy_only=False)] = "bank"
+    columns["trait_source"] = pa.array(source.tolist(), pa.string())
+    for f in SCORE_FIELDS:
+        if f.name not in columns:
+            columns[f.name] = scores.column(f.name).take(at_score)
+    return pa.table(columns)
+
+
+def trait_shift(table: pa.Table) -> dict[str, Any]:
+    """Mean change (revised - original) of each trait over the revised candidates that have
+    bank scores: how much the revision moved the measured personality (ideally: little)."""
+    revised = pc.is_valid(table.column("revised_narrative")).to_numpy(zero_copy_only=False)
+    both = revised & np.all(
+        [pc.is_valid(table.column(ORIGINAL + t)).to_numpy(zero_copy_only=False) for t in TRAITS],
+        axis=0,
+    )
+    if not both.any():
+        return {"n": 0}
+    rows = pa.array(both)
+    shift = {
+        t: float(
+            np.mean(
+                table.column(t).filter(rows).to_numpy(zero_copy_only=False)
+                - table.column(ORIGINAL + t).filter(rows).to_numpy(zero_copy_only=False)
+            )
+        )
+        for t in TRAITS
+    }
+    return {"n": int(both.sum()), "mean_change": shift}
+
+
+def _write(path: Path, table: pa.Table) -> None:
+    tmp = path.with_name(f".tmp-{path.name}")
+    pq.write_table(table, tmp, compression="zstd")
+    tmp.replace(path)
