@@ -54,7 +54,7 @@ def main(argv: list[str] | None = None) -> int:
     except PersonagenError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    print_counts(f"build: {args.out}", summary.counts, summary_rows(summary.stages), summary.wall_s)
+    print_counts(f"build: {args.out}", summary.counts, summary_rows(summary), summary.wall_s)
     for name, value in summary.outputs.items():
         if name != "index":
             print(f"{name}: {value}")

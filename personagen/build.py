@@ -56,6 +56,10 @@ PACKAGES = (
     "llama-cpp-python",
     "pydantic",
 )
+BLOCK_ROWS = 16
+EMBEDDED_BLOCK_ROWS = 4
+"""History rows per block in the stream (`build.rows_per_block` unset): with the embedded LLM,
+one block's worth of rows takes about a minute per stage."""
 GATES = {"mine": None, "judge": "mine", "score": "judge", "embed": "mine"}
 """The stage a row must have passed to reach each stage."""
 
@@ -177,6 +181,10 @@ def build(cfg: Config, bank: str | Path, src: str | Path | None = None) -> Build
             "score.consistency is a bank-wide step through an endpoint, not available with "
             "llm.engine=ray-vllm; set score.consistency=false"
         )
+    if cfg.build.adapt.enabled and not (cfg.build.embed and cfg.build.index):
+        raise PersonagenError(
+            "build.adapt retrieves from the index: it needs build.embed and build.index"
+        )
     bank = Path(bank).resolve()  # workers write there, and their working folder is not ours
     bank.mkdir(parents=True, exist_ok=True)
     files, fmt = resolve_inputs(source, cfg.build.format)
@@ -265,7 +273,10 @@ def _stream(
             batch_format="pyarrow",
             batch_size=None,
         )
-        ds = ds.repartition(target_num_rows_per_block=cfg.build.rows_per_block)
+        block_rows = cfg.build.rows_per_block or (
+            EMBEDDED_BLOCK_ROWS if any(e.embedded for e in endpoints) else BLOCK_ROWS
+        )
+        ds = ds.repartition(target_num_rows_per_block=block_rows)
         for stage, endpoint in zip(llm_stages, endpoints, strict=True):
             llm = llms[stage]
             llm_stage = _llm_stage(stage, cfg, bank, llm, endpoint, gate(stage, stages))
@@ -275,7 +286,7 @@ def _stream(
             pool = pool_settings(
                 llm,
                 endpoint,
-                cfg.build.rows_per_block * 8,
+                block_rows * 8,
                 actors=cfg.mine.actors or actors_per_stage,
                 batch_size=cfg.mine.batch_size,
                 actor_cpus=cfg.mine.actor_cpus,
@@ -291,7 +302,7 @@ def _stream(
                 after="mine",
                 progress=ledger,
                 actor_cpus=cfg.build.embed_cpus,
-                batch_size=cfg.build.rows_per_block,
+                batch_size=block_rows,
             )
         ds.write_datasink(sink)
         counts, errors = ray.get(ledger.records.remote())
@@ -388,6 +399,23 @@ def _final_steps(bank: Path, cfg: Config, summary: BuildSummary) -> dict[str, An
         summary.counts.update({f"align:{k}": v for k, v in aligned.counts.items()})
         outputs["aligned"] = str(aligned.out)
         outputs["align_method"] = aligned.result.method
+    if cfg.build.adapt.enabled:
+        from personagen.adapt.adapt import adapt
+
+        target = cfg.build.adapt
+        adapted = adapt(
+            bank,
+            target.query or "",
+            target.reference,
+            bank / "adapted",
+            cfg,
+            n=target.n,
+            k=target.k,
+            group=target.group,
+            countries=target.countries,
+        )
+        summary.counts.update({f"adapt:{k}": v for k, v in adapted.counts.items()})
+        outputs["adapted"] = str(adapted.out)
     return outputs
 
 
@@ -428,8 +456,10 @@ def check_build_counts(counts: Counter[str], stages: list[str]) -> None:
         raise PersonagenError("build counts do not add up: " + "; ".join(problems))
 
 
-def summary_rows(stages: list[str]) -> list[tuple[str, str]]:
-    """(label, counter) rows of the build summary table."""
+def summary_rows(summary: BuildSummary) -> list[tuple[str, str]]:
+    """(label, counter) rows of the build summary table (the aligned and adapted sets' rows
+    when the build made them)."""
+    stages = summary.stages
     rows = [
         ("input files", "files_found"),
         ("  read", "files_read"),
@@ -460,6 +490,9 @@ def summary_rows(stages: list[str]) -> list[tuple[str, str]]:
         ("  near-duplicates", "bank:duplicates"),
         ("bank: personas scored", "bank:scored"),
         ("  flagged (score_flags)", "bank:flagged"),
-        ("aligned set: personas chosen", "align:chosen"),
     ]
+    if "aligned" in summary.outputs:
+        rows.append(("aligned set: personas chosen", "align:chosen"))
+    if "adapted" in summary.outputs:
+        rows += [("adapted set: retrieved", "adapt:retrieved"), ("  chosen", "adapt:chosen")]
     return rows

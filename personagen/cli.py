@@ -343,7 +343,7 @@ def build_command(cfg: Config, src: str | None, dry_run: bool, out: str) -> None
     from personagen.build import build, summary_rows
 
     summary = build(cfg, out, src)
-    print_counts(f"build: {out}", summary.counts, summary_rows(summary.stages), summary.wall_s)
+    print_counts(f"build: {out}", summary.counts, summary_rows(summary), summary.wall_s)
     for name, value in summary.outputs.items():
         if name != "index":
             click.echo(f"{name}: {value}")
@@ -362,7 +362,7 @@ def demo_command(cfg: Config, out: str | None) -> None:
 
     bank = Path(out or "personagen-demo").resolve()
     summary = run_demo(cfg, bank)
-    print_counts("demo", summary.counts, summary_rows(summary.stages), summary.wall_s)
+    print_counts("demo", summary.counts, summary_rows(summary), summary.wall_s)
     aligned = Path(summary.outputs["aligned"])
     click.echo(f"persona bank:      {bank}  (personagen.io.bank.read_bank)")
     click.echo(f'FAISS index:       {bank / "index"}  (personagen search {bank} "...")')

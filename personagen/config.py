@@ -522,6 +522,25 @@ class BuildAlignConfig(Section):
     exclude_flagged: bool = Field(True, description="leave out personas with score_flags")
 
 
+class BuildAdaptConfig(Section):
+    """A group-adapted set the build ends with (BANK/adapted), when enabled: `personagen adapt`
+    on the finished bank; unset keys come from the `adapt` section."""
+
+    enabled: bool = False
+    query: str | None = Field(None, description="who to retrieve, e.g. 'young parents in a city'")
+    reference: str = Field("builtin:global", description="the group's reference, as for align")
+    group: str | None = Field(None, description="reference group (region), e.g. east-asia")
+    countries: list[str] | None = Field(None, description="reference countries (ISO-2)")
+    n: int | None = Field(None, ge=1, description="personas chosen; unset = adapt.n")
+    k: int | None = Field(None, ge=1, description="candidates retrieved; unset = adapt.k")
+
+    @model_validator(mode="after")
+    def _query_when_enabled(self) -> BuildAdaptConfig:
+        if self.enabled and not self.query:
+            raise ValueError("build.adapt.enabled needs build.adapt.query")
+        return self
+
+
 class BuildConfig(Section):
     """`personagen build`: the stages of the stream and the bank-wide steps after it."""
 
@@ -532,8 +551,13 @@ class BuildConfig(Section):
     embed: bool = True
     index: bool = Field(True, description="build the FAISS index after the stream (with embed)")
     align: BuildAlignConfig = Field(default_factory=BuildAlignConfig)
-    rows_per_block: int = Field(
-        16, ge=1, description="history rows per block entering the LLM stages"
+    adapt: BuildAdaptConfig = Field(default_factory=BuildAdaptConfig)
+    rows_per_block: int | None = Field(
+        None,
+        ge=1,
+        description="history rows per block entering the LLM stages (a block moves to the next "
+        "stage once all its rows are done); unset = 16, or 4 with the embedded LLM, whose "
+        "stages would otherwise wait minutes for each other",
     )
     embed_cpus: float = Field(
         0.25,

@@ -86,7 +86,14 @@ def test_build_streams_every_stage_into_the_bank(ray_local, tmp_path):
 
     bank = tmp_path / "bank"
     with LLMTestServer(Faults(seed=3), decide=decide) as server:
-        cfg = load_config(overrides=build_settings(server))
+        adapted = [
+            "build.adapt.enabled=true",
+            "build.adapt.query=tea and a long walk",
+            "build.adapt.reference=builtin:europe",
+            "build.adapt.n=3",
+            "build.adapt.k=8",
+        ]
+        cfg = load_config(overrides=build_settings(server, *adapted))
         summary = build(cfg, bank, src)
         requests_first = len(server.records())
         again = build(cfg, bank, src)
@@ -122,6 +129,11 @@ def test_build_streams_every_stage_into_the_bank(ray_local, tmp_path):
     assert manifest["embed"]["model_id"].startswith("all-MiniLM-L6-v2@")
     assert manifest["config"]["llm"]["api_key_env"] == "PG_BUILD_TEST_KEY"
     assert manifest["build"]["finished"] and manifest["index"]
+    assert summary.outputs["adapted"] == str(bank / "adapted")
+    assert c["adapt:retrieved"] == 8 and c["adapt:chosen"] == 3
+    chosen = pq.read_table(bank / "adapted" / "personas.parquet").column("persona_id").to_pylist()
+    assert len(set(chosen)) == 3 and set(chosen) <= kept
+    assert (bank / "adapted" / "report.html").is_file()
     aligned = pa.parquet.read_table(bank / "aligned" / "personas.parquet")
     assert aligned.num_rows == 5 and (bank / "aligned" / "report.html").is_file()
 
