@@ -308,6 +308,21 @@ class Samples:
     load: list[float] = field(default_factory=list)
     cpu_s: dict[int, float] = field(default_factory=dict)
     """Latest user + system CPU seconds seen per process of the tree."""
+    kinds: dict[int, str] = field(default_factory=dict)
+    """What each process was (its last title other than ray::IDLE)."""
+
+
+def process_kind(process: psutil.Process, driver_pid: int) -> str:
+    """driver, a Ray worker's title (ray::MapWorker(...), method suffix dropped), or the
+    program (raylet, gcs_server, a Python module)."""
+    if process.pid == driver_pid:
+        return "driver"
+    cmdline = process.cmdline() or [process.name()]
+    if cmdline[0].startswith("ray::"):
+        return re.sub(r"\)\.\w+$", ")", cmdline[0].split(" ")[0])
+    if Path(cmdline[0]).name.startswith("python") and len(cmdline) > 1:
+        return Path(cmdline[1] if cmdline[1] != "-m" else cmdline[2]).name
+    return Path(cmdline[0]).name
 
 
 def sample_tree(pid: int, samples: Samples, done: threading.Event, interval: float) -> None:
@@ -325,7 +340,10 @@ def sample_tree(pid: int, samples: Samples, done: threading.Event, interval: flo
                 with process.oneshot():
                     times = process.cpu_times()
                     samples.cpu_s[process.pid] = times.user + times.system
-                    if process.pid != pid and process.cmdline()[:1][0].startswith("ray::"):
+                    kind = process_kind(process, pid)
+                    if kind != "ray::IDLE" or process.pid not in samples.kinds:
+                        samples.kinds[process.pid] = kind
+                    if kind.startswith("ray::"):
                         workers.append(process.memory_info())
             except (psutil.Error, IndexError):
                 continue
@@ -479,6 +497,7 @@ def figures(n: int, result: dict[str, Any]) -> dict[str, Any]:
         "load_mean": float(np.mean(samples.load)) if samples.load else 0.0,
         "load_before": result["load_before"][0],
         "tree_cpu_s": sum(samples.cpu_s.values()),
+        "cpu_by_kind": cpu_by_kind(samples),
         "stub_cpu_s": result["stub_cpu_s"],
         "stub_ms_per_request": 1000
         * result["stub_cpu_s"]
@@ -487,6 +506,15 @@ def figures(n: int, result: dict[str, Any]) -> dict[str, Any]:
         "bank_files": result["bank_files"],
         "counts": counts,
     }
+
+
+def cpu_by_kind(samples: Samples) -> dict[str, float]:
+    """CPU seconds of the build's processes, summed by kind, largest first."""
+    totals: dict[str, float] = {}
+    for pid, seconds in samples.cpu_s.items():
+        kind = samples.kinds.get(pid, "?")
+        totals[kind] = totals.get(kind, 0.0) + seconds
+    return dict(sorted(totals.items(), key=lambda kv: -kv[1]))
 
 
 def print_tables(runs: list[dict[str, Any]]) -> None:
@@ -536,6 +564,9 @@ def print_tables(runs: list[dict[str, Any]]) -> None:
             f"{r['worker_sum_mb']:>12.0f} {r['tree_cpu_s']:>13.0f} {r['stub_cpu_s']:>11.0f} "
             f"{r['stub_ms_per_request']:>12.2f} {r['bank_mb']:>8.0f} {r['bank_files']:>11,}"
         )
+    for r in runs:
+        top = list(r["cpu_by_kind"].items())[:6]
+        print(f"{r['users']:>8,} CPU s by process: " + ", ".join(f"{k} {v:.0f}" for k, v in top))
     print_sizing(runs[-1])
 
 
