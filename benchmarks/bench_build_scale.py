@@ -21,7 +21,11 @@ worker and largest sum; RSS counts shared pages such as the object store in ever
 "private" = RSS - shared is given too), the stub's CPU time and the load average.
 
     python benchmarks/bench_build_scale.py [--users 10000 30000] [--workdir DIR]
-        [--stub-check 3000] [--keep-banks]
+        [--stub-check 3000] [--keep-banks] [--label NAME] [--set build.embed=false ...]
+        [--reprint]
+
+Each run's raw measurements go to WORKDIR/result-LABEL-N.json; `--reprint` prints the tables
+of saved runs again. Results and their reading: benchmarks/RESULTS.md, "Build at scale".
 """
 
 from __future__ import annotations
@@ -310,6 +314,8 @@ class Samples:
     """Latest user + system CPU seconds seen per process of the tree."""
     kinds: dict[int, str] = field(default_factory=dict)
     """What each process was (its last title other than ray::IDLE)."""
+    peak_mb: dict[str, list[float]] = field(default_factory=dict)
+    """Largest RSS of one process of each kind, and when (epoch seconds)."""
 
 
 def process_kind(process: psutil.Process, driver_pid: int) -> str:
@@ -319,7 +325,7 @@ def process_kind(process: psutil.Process, driver_pid: int) -> str:
         return "driver"
     cmdline = process.cmdline() or [process.name()]
     if cmdline[0].startswith("ray::"):
-        return re.sub(r"\)\.\w+$", ")", cmdline[0].split(" ")[0])
+        return re.sub(r"(\)?)\.\w+$", r"\1", cmdline[0].split(" ")[0])
     if Path(cmdline[0]).name.startswith("python") and len(cmdline) > 1:
         return Path(cmdline[1] if cmdline[1] != "-m" else cmdline[2]).name
     return Path(cmdline[0]).name
@@ -343,8 +349,11 @@ def sample_tree(pid: int, samples: Samples, done: threading.Event, interval: flo
                     kind = process_kind(process, pid)
                     if kind != "ray::IDLE" or process.pid not in samples.kinds:
                         samples.kinds[process.pid] = kind
+                    memory = process.memory_info()
+                    if memory.rss / mb > samples.peak_mb.get(kind, [0.0])[0]:
+                        samples.peak_mb[kind] = [memory.rss / mb, time.time()]
                     if kind.startswith("ray::"):
-                        workers.append(process.memory_info())
+                        workers.append(memory)
             except (psutil.Error, IndexError):
                 continue
         samples.times.append(time.time())
@@ -498,6 +507,7 @@ def figures(n: int, result: dict[str, Any]) -> dict[str, Any]:
         "load_before": result["load_before"][0],
         "tree_cpu_s": sum(samples.cpu_s.values()),
         "cpu_by_kind": cpu_by_kind(samples),
+        "peak_mb": {k: (mb, at - result["start"]) for k, (mb, at) in samples.peak_mb.items()},
         "stub_cpu_s": result["stub_cpu_s"],
         "stub_ms_per_request": 1000
         * result["stub_cpu_s"]
@@ -567,6 +577,11 @@ def print_tables(runs: list[dict[str, Any]]) -> None:
     for r in runs:
         top = list(r["cpu_by_kind"].items())[:6]
         print(f"{r['users']:>8,} CPU s by process: " + ", ".join(f"{k} {v:.0f}" for k, v in top))
+        top = sorted(r["peak_mb"].items(), key=lambda kv: -kv[1][0])[:5]
+        print(
+            f"{r['users']:>8,} peak MB by process (s after start): "
+            + ", ".join(f"{k} {mb:.0f} ({at:.0f})" for k, (mb, at) in top)
+        )
     print_sizing(runs[-1])
 
 
