@@ -290,7 +290,8 @@ as Python rows, ~40 times the size of compressed Parquet input (bench_build_scal
 def read_blocks(sizes: list[int], cpus: int) -> int:
     """Read tasks for input files of these sizes: four per CPU, or more for a large input, so
     that a task's memory follows READ_TASK_BYTES rather than the input's size (with a fixed
-    count, 30k users in 30 Parquet files made 3 GB read tasks); at most one per file."""
+    count each task took 1/8 of the files on 2 CPUs: 125 Parquet files of 1,000 users at 1M
+    users); at most one per file."""
     by_size = math.ceil(sum(sizes) / READ_TASK_BYTES)
     return max(1, min(len(sizes), max(4 * cpus, by_size)))
 
