@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import shutil
 import time
 from collections import Counter
@@ -281,6 +282,20 @@ def metadata_schema(fmt: str) -> pa.Schema | None:
     return BLOG_METADATA if fmt == "blogs-xml" else None
 
 
+READ_TASK_BYTES = 16 * 2**20
+"""Input bytes one read task takes on (one file may exceed it). A task holds its files' posts
+as Python rows, ~40 times the size of compressed Parquet input (bench_build_scale)."""
+
+
+def read_blocks(sizes: list[int], cpus: int) -> int:
+    """Read tasks for input files of these sizes: four per CPU, or more for a large input, so
+    that a task's memory follows READ_TASK_BYTES rather than the input's size (with a fixed
+    count each task took 1/8 of the files on 2 CPUs: 125 Parquet files of 1,000 users at 1M
+    users); at most one per file."""
+    by_size = math.ceil(sum(sizes) / READ_TASK_BYTES)
+    return max(1, min(len(sizes), max(4 * cpus, by_size)))
+
+
 def ingest_rows(files: list[Path], fmt: str, cfg: IngestConfig) -> Any:
     """The ingest operators as a Ray dataset of (kind, user_id, payload) rows (see `read_files`):
     read files -> [group posts by user] -> window and redact. Local Ray or a cluster."""
@@ -288,11 +303,12 @@ def ingest_rows(files: list[Path], fmt: str, cfg: IngestConfig) -> Any:
 
     from personagen.cluster import available_cpus
 
-    blocks = max(1, min(len(files), 4 * available_cpus()))
+    cpus = available_cpus()
+    blocks = read_blocks([p.stat().st_size for p in files], cpus)
     ds = ray.data.from_items([{"path": str(p)} for p in files], override_num_blocks=blocks)
     ds = ds.map_batches(read_files, fn_kwargs={"fmt": fmt}, batch_format="numpy", batch_size=None)
     if fmt != "blogs-xml":
-        ds = _group_post_rows(ds, partitions=blocks)
+        ds = _group_post_rows(ds, partitions=max(1, min(len(files), 4 * cpus)))
     return ds.map_batches(
         prepare_users, fn_kwargs={"cfg": cfg}, batch_format="numpy", batch_size=None
     )

@@ -4,10 +4,12 @@ import shutil
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from personagen.config import load_config
 from personagen.errors import PersonagenError
-from personagen.ingest import ingest, read_histories
+from personagen.ingest import READ_TASK_BYTES, ingest, read_blocks, read_histories
 from personagen.redact import PATTERNS
 from tests.conftest import shared_path
 
@@ -160,3 +162,19 @@ def test_input_errors(tmp_path):
     with pytest.raises(PersonagenError, match="no histories"):
         read_histories(tmp_path)
     shutil.rmtree(tmp_path)
+
+
+@given(
+    sizes=st.lists(st.integers(0, 64 * 2**20), min_size=1, max_size=300),
+    cpus=st.integers(1, 64),
+)
+def test_read_tasks_keep_the_cpus_busy_and_their_input_bounded(sizes, cpus):
+    blocks = read_blocks(sizes, cpus)
+    assert min(len(sizes), 4 * cpus) <= blocks <= len(sizes)
+    assert blocks == len(sizes) or sum(sizes) / blocks <= READ_TASK_BYTES
+
+
+def test_read_tasks_grow_with_a_large_input_only():
+    assert read_blocks([45_000] * 2000, cpus=2) == 8  # the blog corpus (88 MB): as many as before
+    assert read_blocks([18 * 2**20] * 30, cpus=2) == 30  # 30k users as Parquet: one file each
+    assert read_blocks([18 * 2**20] * 300, cpus=2) == 300

@@ -98,6 +98,28 @@ def test_json_schema_is_self_contained_and_strict():
     assert schema["properties"]["narrative"]["minLength"] > 0
 
 
+def test_json_schema_is_built_once_per_model_and_each_caller_gets_its_own_copy():
+    built = []
+
+    class Answer(BaseModel):
+        text: str
+        attributes: Attributes
+
+        @classmethod
+        def model_json_schema(cls, *args, **kwargs):
+            built.append(cls)
+            return super().model_json_schema(*args, **kwargs)
+
+    first = json_schema(Answer)
+    first["properties"]["text"]["minLength"] = 99
+    first["properties"]["attributes"]["required"].clear()
+    second = json_schema(Answer)
+    assert len(built) == 1
+    assert "minLength" not in second["properties"]["text"]
+    assert set(second["properties"]["attributes"]["required"]) == set(Attributes.model_fields)
+    assert json_schema(MinedPersona) == json_schema(MinedPersona)
+
+
 def test_prompt_versions_are_stable_and_depend_on_the_answer_schema():
     class Other(BaseModel):
         narrative: str
