@@ -77,6 +77,12 @@ def run_align(
     table, counts, notes = _candidates(persona_set.table, exclude_flagged)
     counts = {"read": persona_set.table.num_rows + persona_set.unscored, **counts}
     counts["unscored"] = persona_set.unscored
+    if table.num_rows == 0:
+        raise PersonagenError(
+            f"no candidate personas: of {counts['read']:,} read, {counts['unscored']:,} have no "
+            f"trait scores, {counts['not_kept']:,} were rejected by the judge and "
+            f"{counts['flagged']:,} have score flags (left out by exclude-flagged)"
+        )
     ref = (
         reference
         if isinstance(reference, Reference)
