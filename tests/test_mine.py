@@ -302,7 +302,8 @@ def test_a_killed_run_resumes_without_repeating_answers_or_leaking_the_key(ray_l
     bank = tmp_path / "bank"
     address = ray_local.get_runtime_context().gcs_address
     env = {**os.environ, "PG_TEST_API_KEY": key, "PYTHONPATH": str(ROOT)}
-    faults = Faults(latency_s=0.05, api_key=key, seed=2)
+    # Slow enough that requests are still coming when the first part is written (quiet machine).
+    faults = Faults(latency_s=0.2, api_key=key, seed=2)
     with LLMTestServer(faults) as server:
         args = [
             sys.executable,

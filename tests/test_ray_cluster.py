@@ -90,6 +90,14 @@ def two_node_cluster():
     env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
     env |= {"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": secrets.token_hex(32)}
     common = ["--num-cpus=2", "--node-ip-address=127.0.0.1", "--disable-usage-stats"]
+
+    def own_ports() -> list[str]:
+        """Free ports for a node's agents: the defaults (e.g. 52365) may be taken by another Ray
+        on this machine, and the job agent then never registers ("No available agent")."""
+        names = ("dashboard-agent-listen-port", "dashboard-agent-grpc-port",
+                 "metrics-export-port", "runtime-env-agent-port")  # fmt: skip
+        return [f"--{name}={free_port()}" for name in names]
+
     try:
         run(
             [
@@ -102,10 +110,15 @@ def two_node_cluster():
                 "--include-dashboard=true",
                 f"--temp-dir={head_dir}",
                 *common,
+                *own_ports(),
             ],
             env,
         )
-        run([RAY, "start", f"--address=127.0.0.1:{gcs}", f"--temp-dir={node_dir}", *common], env)
+        run(
+            [RAY, "start", f"--address=127.0.0.1:{gcs}", f"--temp-dir={node_dir}", *common,
+             *own_ports()],
+            env,
+        )  # fmt: skip
         deadline = time.monotonic() + 60
         while alive_nodes(env, f"127.0.0.1:{gcs}") < 2:
             assert time.monotonic() < deadline, "the second node did not join"
