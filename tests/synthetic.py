@@ -16,6 +16,25 @@ PLACES = ["Manila", "rural Ohio", "Berlin", "Osaka", "Lagos", "Toronto", "a vill
 HOBBIES = ["hiking", "reading", "gaming", "cooking", "gardening"]
 
 
+def write_mined(bank: Path, narratives: dict[str, str]) -> None:
+    """The bank's `personas` group for these narratives, as a miner would have written it."""
+    ids = list(narratives)
+    n = len(ids)
+    table = pa.table(
+        {
+            "persona_id": ids,
+            "user_id": [i.split("/")[0] for i in ids],
+            "window_id": pa.array([0] * n, pa.int32()),
+            "narrative": list(narratives.values()),
+            "attributes": pa.nulls(n),
+            "source_meta": ["{}"] * n,
+            "model": ["miner"] * n,
+            "prompt_version": ["mine-x"] * n,
+        }
+    )
+    write_group(bank, "personas", table)
+
+
 def persona_table(n: int, start: int = 0, empty_every: int = 0) -> pa.Table:
     """`personas` rows with varied narratives and attributes; every `empty_every`-th is empty."""
     rows = []

@@ -15,7 +15,7 @@ from click.testing import CliRunner
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from llm_test_server import Faults, LLMTestServer, request_schema
-from synthetic import embed_and_index
+from synthetic import embed_and_index, write_mined
 
 from personagen import TRAITS
 from personagen.adapt.adapt import adapt, trait_shift
@@ -68,22 +68,7 @@ def write_bank(bank, narratives=NARRATIVES, scored=None, kept=None) -> None:
     indexed."""
     ids = list(narratives)
     n = len(ids)
-    write_group(
-        bank,
-        "personas",
-        pa.table(
-            {
-                KEY: ids,
-                "user_id": [i.split("/")[0] for i in ids],
-                "window_id": pa.array([0] * n, pa.int32()),
-                "narrative": list(narratives.values()),
-                "attributes": pa.nulls(n),
-                "source_meta": ["{}"] * n,
-                "model": ["miner"] * n,
-                "prompt_version": ["mine-x"] * n,
-            }
-        ),
-    )
+    write_mined(bank, narratives)
     kept = kept or dict.fromkeys(ids, True)
     write_group(
         bank,

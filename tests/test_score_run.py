@@ -15,6 +15,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 from llm_test_server import Faults, LLMTestServer, request_schema
+from synthetic import write_mined
 
 from personagen import TRAITS
 from personagen.cli import cli
@@ -48,24 +49,7 @@ def request_data(body: dict) -> dict:
 
 
 def write_bank(bank, narratives: dict[str, str], kept: dict[str, bool]) -> None:
-    ids = list(narratives)
-    n = len(ids)
-    write_group(
-        bank,
-        "personas",
-        pa.table(
-            {
-                KEY: ids,
-                "user_id": [i.split("/")[0] for i in ids],
-                "window_id": pa.array([0] * n, pa.int32()),
-                "narrative": list(narratives.values()),
-                "attributes": pa.nulls(n),
-                "source_meta": ["{}"] * n,
-                "model": ["miner"] * n,
-                "prompt_version": ["mine-x"] * n,
-            }
-        ),
-    )
+    write_mined(bank, narratives)
     judged = list(kept)
     write_group(
         bank,

@@ -15,7 +15,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from llm_test_server import Faults, LLMTestServer, request_schema, schema_responder
-from synthetic import embed_and_index, keyword_queries, query_writer
+from synthetic import embed_and_index, keyword_queries, query_writer, write_mined
 from test_build import build_settings, write_users
 
 from personagen import TRAITS
@@ -34,7 +34,7 @@ from personagen.adapt.train import (
 from personagen.build import build
 from personagen.config import EmbedConfig, load_config
 from personagen.errors import PersonagenError
-from personagen.io.bank import KEY, read_failures, read_group, read_manifest, write_group
+from personagen.io.bank import KEY, read_failures, read_group, read_manifest
 from personagen.llm.structured import OutputError, parse_answer
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples" / "histories.jsonl"
@@ -48,24 +48,7 @@ def example_bank(bank: Path, failing: str) -> dict[str, str]:
         posts.setdefault(row["user_id"], []).extend(row["text"].split())
     texts = {f"{user}/0": " ".join(words[:120]) for user, words in sorted(posts.items())}
     texts[failing] += " FAILQUERIES"
-    ids = list(texts)
-    n = len(ids)
-    write_group(
-        bank,
-        "personas",
-        pa.table(
-            {
-                KEY: ids,
-                "user_id": [i.split("/")[0] for i in ids],
-                "window_id": pa.array([0] * n, pa.int32()),
-                "narrative": list(texts.values()),
-                "attributes": pa.nulls(n),
-                "source_meta": ["{}"] * n,
-                "model": ["miner"] * n,
-                "prompt_version": ["mine-x"] * n,
-            }
-        ),
-    )
+    write_mined(bank, texts)
     embed_and_index(bank)
     return texts
 

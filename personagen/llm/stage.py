@@ -143,9 +143,9 @@ class LLMStageActor:
     def _report(self, flush: bool) -> None:
         """Row counts to the progress ledger: at the end of a batch, and at most every
         PROGRESS_EVERY_S seconds in between (a batch of slow requests may take minutes)."""
-        now = time.monotonic()
         if self.progress is None or not self._unreported:
             return
+        now = time.monotonic()
         if flush or now - self._reported_at >= PROGRESS_EVERY_S:
             self.progress.add.remote(dict(self._unreported))
             self._unreported.clear()
