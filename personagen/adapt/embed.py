@@ -288,12 +288,13 @@ def embed_bank(
     bank = Path(bank)
     if not (bank / "personas").is_dir():
         raise PersonagenError(f"no personas in {bank} (not a persona bank, or nothing mined yet)")
-    model = _describe_model(bank, cfg.embed)
     if replace:
+        model = _describe_model(bank, cfg.embed, _model_id(cfg.embed))
         shutil.rmtree(bank / GROUP, ignore_errors=True)
         shutil.rmtree(bank / "index", ignore_errors=True)
-    existing = read_group(bank, GROUP, [KEY, "embed_model"])
-    _check_same_space(bank, existing, model)
+    else:
+        model = embedding_space(bank, cfg.embed)
+    existing = read_group(bank, GROUP, [KEY])
 
     personas = read_group(bank, "personas", [KEY, "narrative", "attributes"])
     counts: Counter[str] = Counter(personas=personas.num_rows)
@@ -339,10 +340,12 @@ def embed_bank(
 
 def embedding_space(bank: Path, cfg: EmbedConfig) -> dict[str, Any]:
     """The vector space this run writes (see `_describe_model`), checked against the vectors
-    the bank already holds: one bank never mixes two models or text modes."""
-    model = _describe_model(bank, cfg)
-    _check_same_space(bank, read_group(bank, GROUP, [KEY, "embed_model"]), model)
-    return model
+    the bank already holds: one bank never mixes two models or text modes. The check runs
+    before the model loads, so a mismatch is reported even where that backend cannot load."""
+    model_id = _model_id(cfg)
+    intended = {"model_id": model_id, "text": cfg.text}
+    _check_same_space(bank, read_group(bank, GROUP, [KEY, "embed_model"]), intended)
+    return _describe_model(bank, cfg, model_id)
 
 
 def record_space(
@@ -355,14 +358,17 @@ def record_space(
     update_manifest(bank, embed=section)
 
 
-def _describe_model(bank: Path, cfg: EmbedConfig) -> dict[str, Any]:
+def _model_id(cfg: EmbedConfig) -> str:
+    return resolve_model(cfg.model).model_id(cfg.backend)
+
+
+def _describe_model(bank: Path, cfg: EmbedConfig, model_id: str) -> dict[str, Any]:
     """The vector space this run writes: model id, dimension, text mode (manifest section).
 
     Loading the model here also fails early on a bad model, before --replace deletes anything,
     and makes the ONNX export once instead of in every actor; a bank already described for the
     same model id skips the load.
     """
-    model_id = resolve_model(cfg.model).model_id(cfg.backend)
     known = read_manifest(bank).get("embed", {})
     if known.get("model_id") == model_id and known.get("text") == cfg.text and "dim" in known:
         return {k: v for k, v in known.items() if k not in ("last_run", "config", "changed")}
