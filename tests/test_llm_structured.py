@@ -49,6 +49,13 @@ def test_extract_json_reports_empty_and_missing_json():
         extract_json("I cannot help with that.")
 
 
+def test_raw_line_breaks_inside_strings_are_read_as_written():
+    answer = '{"narrative": "First line.\nSecond line.\tEnd", "n": 1}'
+    with pytest.raises(json.JSONDecodeError):
+        json.loads(answer)  # strict JSON forbids them
+    assert extract_json(answer) == {"narrative": "First line.\nSecond line.\tEnd", "n": 1}
+
+
 def test_parse_answer_validates_and_describes_the_problem():
     good = json.dumps({"narrative": NARRATIVE, "attributes": {"gender": "female"}})
     persona = parse_answer(f"Here you go:\n{good}\nThanks!", MinedPersona, {"min_words": 20})

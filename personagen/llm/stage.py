@@ -133,9 +133,8 @@ class LLMStageActor:
         return append_results(batch, self.stage.extra_schema(), results)
 
     async def _one(self, row: dict[str, Any]) -> dict[str, Any]:
-        if not takes_row(self.stage, row):
-            return {}
-        result = await run_row(self.stage, self.client(), row)
+        taken = takes_row(self.stage, row)
+        result = await run_row(self.stage, self.client(), row) if taken else {}
         self._unreported.update(progress_counts(self.stage.name, [result]))
         self._report(flush=False)
         return result
@@ -190,7 +189,8 @@ def append_results(batch: pa.Table, schema: pa.Schema, results: list[dict[str, A
 def progress_counts(stage: str, results: list[dict[str, Any]]) -> dict[str, int]:
     counts: Counter[str] = Counter()
     for result in results:
-        if not result:
+        if not result:  # a row the stage passed over
+            counts[f"{stage}:skipped"] += 1
             continue
         counts[f"{stage}:rows"] += 1
         counts[f"{stage}:failed"] += result.get(f"{stage}__error") is not None

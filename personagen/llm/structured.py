@@ -58,6 +58,11 @@ def _inline(node: Any, defs: dict[str, Any]) -> Any:
     return out
 
 
+_DECODER = json.JSONDecoder(strict=False)
+"""Accepts control characters (a raw line break) inside strings: small models write them, and
+the text is unambiguous (seen in 12 of 39 SmolLM2-135M persona answers in one demo run)."""
+
+
 def extract_json(text: str) -> dict[str, Any]:
     """The first JSON object in `text` (inside code fences or not); trailing text is ignored.
 
@@ -71,7 +76,7 @@ def extract_json(text: str) -> dict[str, Any]:
         start = candidate.find("{")
         while start != -1:
             try:
-                value, _ = json.JSONDecoder().raw_decode(candidate, start)
+                value, _ = _DECODER.raw_decode(candidate, start)
                 return value
             except json.JSONDecodeError as exc:
                 last_error = f"invalid JSON ({exc.msg} at char {exc.pos})"
