@@ -19,7 +19,7 @@ DEMO_ALIGNED = 12
 """Personas in the demo's aligned set: about half of what the tiny model's judge keeps."""
 DEMO_WINDOW_TOKENS = 1000
 """The demo's history window (the default is 3,000 tokens): the embedded model reads prompts at
-~150 tokens/s per core on a laptop-class CPU, and the demo should finish in minutes."""
+~400 tokens/s per core on a laptop-class CPU, and the demo should finish in minutes."""
 
 
 def example_histories() -> Path:
