@@ -40,7 +40,7 @@ class EmbeddedLLMConfig(Section):
     weights: Literal["auto", "f16", "as-is"] = Field(
         "auto",
         description="f16 = run a 16-bit float copy of the GGUF's weights (made once, cached: "
-        "2.2x faster on CPU for the shipped Q4_1 SmolLM2, same answers to within rounding); "
+        "2.1x faster on CPU for the shipped Q4_1 SmolLM2, same answers to within rounding); "
         "auto = f16 for files up to 512 MB; as-is = the file unchanged",
     )
     cache_dir: str | None = Field(
@@ -49,7 +49,7 @@ class EmbeddedLLMConfig(Section):
     logits_all: bool | None = Field(
         None,
         description="compute logits for every prompt token, which llama-cpp-python needs to "
-        "return logprobs (~25% slower prompt reading); unset = only for the stages that read "
+        "return logprobs (15-20% slower prompt reading); unset = only for the stages that read "
         "logprobs (scoring)",
     )
     concurrency: int = Field(

@@ -2,10 +2,11 @@
 
 SmolLM2-135M ships as Q4_1. On x86 CPUs llama.cpp has no fast kernel for Q4_1 matrix products,
 and the model is so small that dequantising on the fly dominates: the same weights stored as
-F16 read prompts 2.2x faster on one core (421 vs 195 tokens/s), with next-token distributions
-that agree with the shipped file's (KL 0.003 nats per token, perplexity 48.2 vs 48.4; see
-benchmarks/RESULTS.md, "Embedded LLM weights"). The copy is made once with llama.cpp's own
-converter (`llama_model_quantize`) and kept in the cache folder, keyed by the source's content.
+F16 read prompts 2.1x faster on one core (414 vs 197 tokens/s), with next-token distributions
+that agree with the shipped file's (KL 0.002 nats per token, perplexity 14.52 vs 14.55; see
+benchmarks/RESULTS.md, "Embedded LLM weights and the demo"). The copy is made once with
+llama.cpp's own converter (`llama_model_quantize`) and kept in the cache folder, keyed by the
+source's content.
 
 For large models the F16 copy would cost 4x the memory, so `auto` converts only small files.
 """

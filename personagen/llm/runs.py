@@ -27,7 +27,7 @@ from personagen.summary import print_counts
 def stage_llm(cfg: Config, llm: LLMConfig, max_tokens: int | None = None) -> LLMConfig:
     """`llm` with the run's seed resolved (`llm.seed`, else the top-level `seed`), and an
     embedded server without per-token logits unless the stage's section asked for them (only
-    scoring reads logprobs; computing them costs ~25% of the embedded model's speed)."""
+    scoring reads logprobs; computing them costs 15-20% of the embedded model's speed)."""
     update: dict[str, Any] = {"seed": llm.seed if llm.seed is not None else cfg.seed}
     if llm.embedded.logits_all is None:
         update["embedded"] = llm.embedded.model_copy(update={"logits_all": False})

@@ -7,7 +7,7 @@ It is then an endpoint like any other: the stages reach it through `LLMClient` w
 Two settings make the small model fast on CPU: it runs a 16-bit float copy of the weights
 (`llm.embedded.weights`, see `personagen.llm.gguf`), and only servers for stages that read
 logprobs compute logits for every prompt token (`llm.embedded.logits_all`, which llama-cpp-python
-needs for logprobs and which costs ~25% of its speed).
+needs for logprobs and which costs 15-20% of its speed).
 Ray actors on the same machine reach it through that URL too; on a multi-node cluster the LLM
 actors are pinned to the node that runs it (see `personagen.llm.stage`).
 
