@@ -72,7 +72,7 @@ def progress_line(stage: str, counts: dict[str, int], total: int, elapsed: float
         f"{failed:,} failed",
         *([f"{skipped:,} passed over"] if skipped else []),
         f"{rate:.2f} rows/s",
-        f"{tokens:,} tokens",
+        f"{tokens:,} tokens ({tokens / elapsed if elapsed > 0 else 0:,.0f}/s)",
         f"{counts.get(f'{stage}:requests', 0):,} requests",
         f"{counts.get(f'{stage}:cache_hits', 0):,} cached",
         f"ETA {_duration(eta)}",

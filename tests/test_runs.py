@@ -50,8 +50,8 @@ def test_progress_line_shows_rate_tokens_and_eta():
     }
     line = progress_line("mine", counts, total=150, elapsed=10.0)
     assert line == (
-        "mine: 50/150 rows (33%), 2 failed, 5.00 rows/s, 1,000 tokens, 60 requests, 5 cached,"
-        " ETA 0m20s"
+        "mine: 50/150 rows (33%), 2 failed, 5.00 rows/s, 1,000 tokens (100/s), 60 requests,"
+        " 5 cached, ETA 0m20s"
     )
     # rows failed or filtered upstream count as done; the rate is that of processed rows
     passed_over = progress_line("judge", counts | {"judge:rows": 20, "judge:skipped": 10}, 40, 10)
