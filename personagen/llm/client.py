@@ -8,7 +8,8 @@ the endpoint: OpenAI, vLLM, a llama.cpp server, or the embedded server personage
 - Timeouts and retries: each attempt has `llm.timeout_s`; 429, 5xx, 408/409, connection errors
   and timeouts are retried up to `llm.max_retries` times with exponential backoff and full
   jitter, never sooner than the server's `Retry-After`. Other 4xx (bad request, auth, not found,
-  context too long) cannot succeed on retry and fail at once.
+  context too long) cannot succeed on retry and fail at once, and so does a 5xx whose message
+  says the feature is not supported (llama.cpp's server asked for logprobs it cannot give).
 - Structured output: `structured()` asks for JSON with the stage's schema (`response_format`),
   parses tolerantly, validates with the stage's pydantic model, and makes one repair request
   before giving up with `OutputError`.
