@@ -284,12 +284,7 @@ def _stream(
                 ds = map_vllm_stage(ds, llm_stage, vllm_processor(llm_stage, llm), ledger)
                 continue
             pool = pool_settings(
-                llm,
-                endpoint,
-                block_rows * 8,
-                actors=cfg.mine.actors or actors_per_stage,
-                batch_size=cfg.mine.batch_size,
-                actor_cpus=cfg.mine.actor_cpus,
+                llm, endpoint, block_rows * 8, cfg.mine, actors=cfg.mine.actors or actors_per_stage
             )
             ds = map_llm_stage(ds, llm_stage, llm, endpoint, pool, cache_folder(cfg, bank), ledger)
         if "embed" in stages:

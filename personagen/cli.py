@@ -408,17 +408,9 @@ def reference_group() -> None:
 def reference_show(cfg: Config, spec: str, group: str | None, countries: str | None) -> None:
     """Rows, cleaning counts, trait means/SDs and correlations of a reference."""
     from personagen.evaluate.tables import print_reference
-    from personagen.io.reference import load_reference
+    from personagen.io.reference import configured_reference
 
-    ref = load_reference(
-        spec,
-        group=group,
-        countries=_countries(countries),
-        min_rows=cfg.reference.min_rows,
-        seed=cfg.seed,
-        builtin_rows=cfg.reference.builtin_rows,
-    )
-    print_reference(ref)
+    print_reference(configured_reference(spec, cfg, group=group, countries=_countries(countries)))
 
 
 @reference_group.command("regions")

@@ -235,14 +235,7 @@ def check_pending(bank: str | Path, cfg: Config) -> Counter[str]:
         with llm_endpoint(llm) as endpoint:
             stage = consistency_stage()
             record_stage(bank, STAGE, llm, endpoint, stage.params.prompt.version)
-            pool = pool_settings(
-                llm,
-                endpoint,
-                todo.num_rows,
-                actors=cfg.score.actors or cfg.mine.actors,
-                batch_size=None,
-                actor_cpus=cfg.mine.actor_cpus,
-            )
+            pool = pool_settings(llm, endpoint, todo.num_rows, cfg.mine, actors=cfg.score.actors)
             cache = cache_folder(cfg, bank)
             counts.update(
                 run_table_stage(

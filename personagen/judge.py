@@ -221,14 +221,7 @@ def judge_pending(
         )
     files = histories_files(source)
     schema = histories_schema(files)
-    pool = pool_settings(
-        judge_llm,
-        endpoint,
-        pending.num_rows,
-        actors=cfg.mine.actors,
-        batch_size=cfg.mine.batch_size,
-        actor_cpus=cfg.mine.actor_cpus,
-    )
+    pool = pool_settings(judge_llm, endpoint, pending.num_rows, cfg.mine)
     ds = ray.data.read_parquet(files, schema=schema).select_columns(["history_id", "posts"])
     ds = ds.map_batches(_attach_personas, fn_kwargs={"personas": pending}, batch_format="pyarrow")
     ds = ds.repartition(target_num_rows_per_block=rows_per_block(pending.num_rows, pool))

@@ -244,17 +244,7 @@ def _stream(
     from personagen.llm.stage import BankStageSink, map_llm_stage, pool_settings, rows_per_block
     from personagen.progress import progress_counter
 
-    pools = [
-        pool_settings(
-            llm,
-            endpoint,
-            todo,
-            actors=cfg.mine.actors,
-            batch_size=cfg.mine.batch_size,
-            actor_cpus=cfg.mine.actor_cpus,
-        )
-        for _, llm, endpoint in chain
-    ]
+    pools = [pool_settings(llm, endpoint, todo, cfg.mine) for _, llm, endpoint in chain]
     names = [stage.name for stage, _, _ in chain]
     sink = BankStageSink(bank, [(name, *_GROUPS[name]) for name in names])
     ds = ray.data.read_parquet(files, schema=schema)

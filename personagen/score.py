@@ -517,9 +517,9 @@ def _score_pending(bank: Path, cfg: Config, instrument: Instrument, pending: pa.
             llm,
             endpoint,
             pending.num_rows,
-            actors=cfg.score.actors or cfg.mine.actors,
+            cfg.mine,
+            actors=cfg.score.actors,
             batch_size=cfg.score.batch_size or default_batch_size(cfg, endpoint, instrument, mode),
-            actor_cpus=cfg.mine.actor_cpus,
         )
         counts = run_table_stage(
             pending,

@@ -35,6 +35,18 @@ def write_mined(bank: Path, narratives: dict[str, str]) -> None:
     write_group(bank, "personas", table)
 
 
+def stub_llm_sets(server) -> list[str]:
+    """`--set` values for a run against a local stub LLM server, on a small local Ray."""
+    return [
+        f"llm.base_url={server.base_url}",
+        "llm.timeout_s=5",
+        "llm.backoff_s=0.01",
+        "llm.concurrency=16",
+        "ray.num_cpus=2",
+        "ray.object_store_mb=512",
+    ]
+
+
 def persona_table(n: int, start: int = 0, empty_every: int = 0) -> pa.Table:
     """`personas` rows with varied narratives and attributes; every `empty_every`-th is empty."""
     rows = []

@@ -15,7 +15,7 @@ from click.testing import CliRunner
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from llm_test_server import Faults, LLMTestServer, request_schema
-from synthetic import embed_and_index, write_mined
+from synthetic import embed_and_index, stub_llm_sets, write_mined
 
 from personagen import TRAITS
 from personagen.adapt.adapt import adapt, trait_shift
@@ -298,12 +298,7 @@ def test_no_revise_keeps_bank_scores_and_scores_the_rest(ray_local, tmp_path):
 
 def cfg_sets(server) -> list[str]:
     return [
-        f"llm.base_url={server.base_url}",
-        "llm.timeout_s=5",
-        "llm.backoff_s=0.01",
-        "llm.concurrency=16",
-        "ray.num_cpus=2",
-        "ray.object_store_mb=512",
+        *stub_llm_sets(server),
         "reference.builtin_rows=2000",
         "evaluate.floor_repeats=2",
         "align.atoms=256",
@@ -407,7 +402,7 @@ def test_adapt_on_the_embedded_defaults_from_the_command_line(ray_local, tmp_pat
     from personagen.llm import server as embedded
 
     bank, out = tmp_path / "bank", tmp_path / "out"
-    write_group(bank, "personas", read_group_table(NARRATIVES))
+    write_mined(bank, NARRATIVES)
     sets = [
         "ray.num_cpus=2",
         "ray.object_store_mb=512",
@@ -468,21 +463,3 @@ def test_adapt_on_the_embedded_defaults_from_the_command_line(ray_local, tmp_pat
     assert report["sets"]["after"]["x_floor"]["energy"] is not None
     manifest = json.loads((out / "work" / "manifest.json").read_text())
     assert manifest["revise"]["endpoint"].startswith("embedded:SmolLM2")
-
-
-def read_group_table(narratives: dict[str, str]) -> pa.Table:
-    """Unjudged, unscored personas (as `mine --no-judge` leaves them)."""
-    ids = list(narratives)
-    n = len(ids)
-    return pa.table(
-        {
-            KEY: ids,
-            "user_id": [i.split("/")[0] for i in ids],
-            "window_id": pa.array([0] * n, pa.int32()),
-            "narrative": list(narratives.values()),
-            "attributes": pa.nulls(n),
-            "source_meta": ["{}"] * n,
-            "model": ["miner"] * n,
-            "prompt_version": ["mine-x"] * n,
-        }
-    )

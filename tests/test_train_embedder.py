@@ -15,7 +15,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from llm_test_server import Faults, LLMTestServer, request_schema, schema_responder
-from synthetic import embed_and_index, keyword_queries, query_writer, write_mined
+from synthetic import embed_and_index, keyword_queries, query_writer, stub_llm_sets, write_mined
 from test_build import build_settings, write_users
 
 from personagen import TRAITS
@@ -70,12 +70,7 @@ def exact_metrics(model, queries, relevant, corpus) -> dict[str, float]:
 
 def train_sets(server, *extra: str) -> list[str]:
     return [
-        f"llm.base_url={server.base_url}",
-        "llm.timeout_s=5",
-        "llm.backoff_s=0.01",
-        "llm.concurrency=16",
-        "ray.num_cpus=2",
-        "ray.object_store_mb=512",
+        *stub_llm_sets(server),
         "train_embedder.heldout=0.3",
         "train_embedder.max_steps=4",
         "train_embedder.batch_size=12",

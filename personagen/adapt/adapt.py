@@ -58,7 +58,7 @@ from personagen.io.bank import (
     read_manifest,
     update_manifest,
 )
-from personagen.io.reference import load_reference
+from personagen.io.reference import configured_reference
 from personagen.llm.runs import RunSummary, cache_folder, finish_run, record_stage, stage_llm
 from personagen.psychometrics.instruments import Instrument, get_instrument
 from personagen.psychometrics.scoring import check_min_items
@@ -159,14 +159,7 @@ def adapt(
             f"cannot choose {n:,} distinct personas from at most k={k:,} candidates "
             "(raise -k, lower --n, or allow repeats with --replace)"
         )
-    ref = load_reference(
-        reference,
-        group=group,
-        countries=countries,
-        min_rows=cfg.reference.min_rows,
-        seed=cfg.seed,
-        builtin_rows=cfg.reference.builtin_rows,
-    )
+    ref = configured_reference(reference, cfg, group=group, countries=countries)
     target_text = (
         revising.target_group(ref, group, countries, target or acfg.target) if revise else None
     )
@@ -335,9 +328,7 @@ def _run_stages(
     cache = cache_folder(cfg, work)
 
     def run(table: pa.Table, stage: Any, group: str, llm: Any, endpoint: Any, **pool: Any) -> None:
-        settings = pool_settings(
-            llm, endpoint, table.num_rows, actor_cpus=cfg.mine.actor_cpus, **pool
-        )
+        settings = pool_settings(llm, endpoint, table.num_rows, cfg.mine, **pool)
         counts.update(
             run_table_stage(
                 table, stage, group, llm, endpoint, settings, work, cache, cfg.mine.progress_s
@@ -349,15 +340,7 @@ def _run_stages(
         if to_revise.num_rows:
             stage = revising.revise_stage(cfg, target or "", query)
             record_stage(work, revising.STAGE, revise_llm, revise_ep, stage.params.prompt.version)
-            run(
-                to_revise,
-                stage,
-                revising.GROUP,
-                revise_llm,
-                revise_ep,
-                actors=cfg.mine.actors,
-                batch_size=cfg.mine.batch_size,
-            )
+            run(to_revise, stage, revising.GROUP, revise_llm, revise_ep)
             to_score = _to_score(candidates, work, revise, instrument.id)
         if to_score.num_rows:
             mode, probe = resolve_mode(cfg.score, instrument, score_llm, score_ep)
@@ -369,7 +352,7 @@ def _run_stages(
                 "scores",
                 score_llm,
                 score_ep,
-                actors=cfg.score.actors or cfg.mine.actors,
+                actors=cfg.score.actors,
                 batch_size=cfg.score.batch_size
                 or default_batch_size(cfg, score_ep, instrument, mode),
             )

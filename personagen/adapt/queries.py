@@ -120,14 +120,7 @@ def write_queries(bank: Path, personas: pa.Table, cfg: Config) -> Counter[str]:
     with llm_endpoint(llm) as endpoint:
         stage = queries_stage(cfg)
         record_stage(bank, STAGE, llm, endpoint, stage.params.prompt.version)
-        pool = pool_settings(
-            llm,
-            endpoint,
-            todo.num_rows,
-            actors=cfg.mine.actors,
-            batch_size=cfg.mine.batch_size,
-            actor_cpus=cfg.mine.actor_cpus,
-        )
+        pool = pool_settings(llm, endpoint, todo.num_rows, cfg.mine)
         counts.update(
             run_table_stage(
                 todo,

@@ -23,7 +23,7 @@ from personagen.config import Config
 from personagen.errors import PersonagenError
 from personagen.io.bank import KEY
 from personagen.io.personas import read_personas
-from personagen.io.reference import Reference, load_reference
+from personagen.io.reference import Reference, configured_reference
 
 log = logging.getLogger(__name__)
 
@@ -86,14 +86,7 @@ def run_align(
     ref = (
         reference
         if isinstance(reference, Reference)
-        else load_reference(
-            reference,
-            group=group,
-            countries=countries,
-            min_rows=cfg.reference.min_rows,
-            seed=cfg.seed,
-            builtin_rows=cfg.reference.builtin_rows,
-        )
+        else configured_reference(reference, cfg, group=group, countries=countries)
     )
     ref_table = ref.table
     extra = None

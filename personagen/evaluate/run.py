@@ -8,7 +8,7 @@ from typing import Any
 from personagen.config import Config
 from personagen.evaluate.report import compare, render_report
 from personagen.io.personas import read_personas
-from personagen.io.reference import load_reference
+from personagen.io.reference import configured_reference
 
 
 def evaluate(
@@ -23,14 +23,7 @@ def evaluate(
 ) -> tuple[dict[str, Any], tuple[Path, Path] | None]:
     """Compare `personas` (and optionally a `before` set) with the reference; write the report
     into `out` when given. Returns the comparison and the report paths."""
-    ref = load_reference(
-        reference,
-        group=group,
-        countries=countries,
-        min_rows=cfg.reference.min_rows,
-        seed=cfg.seed,
-        builtin_rows=cfg.reference.builtin_rows,
-    )
+    ref = configured_reference(reference, cfg, group=group, countries=countries)
     after = read_personas(personas)
     earlier = read_personas(before) if before else None
     ref_x = ref.trait_matrix()

@@ -241,22 +241,20 @@ def histories_files(path: str | Path) -> list[str]:
     return files
 
 
-def _short_reason(exc: Exception) -> str:
-    text = str(exc)
-    return text[text.find("Could not open") :] if "Could not open" in text else text[:200]
-
-
 def histories_schema(files: list[str]) -> pa.Schema:
     """The unified schema of history part files (metadata columns may differ between parts)."""
     import pyarrow.dataset as pds
 
-    try:
-        schema = pa.unify_schemas([pds.dataset(f).schema for f in files])
-    except (pa.ArrowInvalid, OSError) as exc:
-        raise PersonagenError(
-            f"not a histories Parquet file: {_short_reason(exc)} (raw posts, JSONL or a blog "
-            "corpus go through `personagen ingest` first, or `personagen build`)"
-        ) from None
+    def schema_of(file: str) -> pa.Schema:
+        try:
+            return pds.dataset(file).schema
+        except (pa.ArrowInvalid, OSError):
+            raise PersonagenError(
+                f"not a histories Parquet file: {file} (raw posts, JSONL or a blog corpus go "
+                "through `personagen ingest` first, or `personagen build`)"
+            ) from None
+
+    schema = pa.unify_schemas([schema_of(f) for f in files])
     missing = [name for name in REQUIRED_COLUMNS if name not in schema.names]
     if missing:
         raise PersonagenError(

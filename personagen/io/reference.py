@@ -31,6 +31,7 @@ import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
 from personagen import TRAITS
+from personagen.config import Config
 from personagen.errors import PersonagenError
 from personagen.io import regions
 from personagen.psychometrics.instruments import (
@@ -122,6 +123,21 @@ def load_reference(
     table, label = filter_group(table, cleaning, group=group, countries=countries)
     check_rows(table.num_rows, min_rows=min_rows, spec=spec, label=label)
     return Reference(table=table, source=source, cleaning=cleaning, spec=spec, group=label)
+
+
+def configured_reference(
+    spec: str, cfg: Config, *, group: str | None = None, countries: list[str] | None = None
+) -> Reference:
+    """`load_reference` with the run's settings: `reference.min_rows`, `reference.builtin_rows`
+    and the `seed` that samples a builtin reference."""
+    return load_reference(
+        spec,
+        group=group,
+        countries=countries,
+        min_rows=cfg.reference.min_rows,
+        seed=cfg.seed,
+        builtin_rows=cfg.reference.builtin_rows,
+    )
 
 
 def parse_spec(spec: str) -> tuple[str, str]:

@@ -14,6 +14,7 @@ For large models the F16 copy would cost 4x the memory, so `auto` converts only 
 from __future__ import annotations
 
 import ctypes
+import functools
 import hashlib
 import logging
 import os
@@ -37,12 +38,14 @@ def cache_folder(cfg: EmbeddedLLMConfig) -> Path:
 
 def serving_file(source: Path, cfg: EmbeddedLLMConfig) -> Path:
     """The GGUF file the server loads for `source` under `cfg.weights`."""
+    stat = source.stat()
     wants_f16 = cfg.weights == "f16" or (
-        cfg.weights == "auto" and source.stat().st_size <= AUTO_F16_MAX_BYTES
+        cfg.weights == "auto" and stat.st_size <= AUTO_F16_MAX_BYTES
     )
     if not wants_f16:
         return source
-    target = cache_folder(cfg) / f"{source.stem}.{_sha256(source)[:12]}.f16.gguf"
+    digest = _sha256(source, stat.st_size, stat.st_mtime_ns)
+    target = cache_folder(cfg) / f"{source.stem}.{digest[:12]}.f16.gguf"
     if not target.is_file():
         convert_to_f16(source, target)
     return target
@@ -73,7 +76,10 @@ def convert_to_f16(source: Path, target: Path) -> None:
         tmp.unlink(missing_ok=True)
 
 
-def _sha256(path: Path) -> str:
+@functools.lru_cache(maxsize=8)
+def _sha256(path: Path, size: int, mtime_ns: int) -> str:
+    """The file's content hash, once per process for a file of this size and mtime (every
+    stage's server asks for it)."""
     digest = hashlib.sha256()
     with path.open("rb") as fh:
         for chunk in iter(lambda: fh.read(1 << 20), b""):

@@ -35,7 +35,7 @@ from pydantic import SecretStr
 from ray.data import Datasink
 from ray.data.block import BlockAccessor
 
-from personagen.config import LLMConfig
+from personagen.config import LLMConfig, MineConfig
 from personagen.io.bank import GROUPS, KEY, conform_group, failure_rows, write_part
 from personagen.io.histories import HISTORY_COLUMNS
 from personagen.llm.cache import ResponseCache, host_cache_path
@@ -332,21 +332,24 @@ def pool_settings(
     llm: LLMConfig,
     endpoint: Endpoint,
     rows: int,
+    pools: MineConfig,
     *,
-    actors: int | None,
-    batch_size: int | None,
-    actor_cpus: float,
+    actors: int | None = None,
+    batch_size: int | None = None,
 ) -> PoolSettings:
-    """Defaults: one actor for the embedded server (it answers one request at a time),
-    otherwise one per CPU (no more than there are batches); batches of half the concurrency, so
-    that the batches an actor runs at once keep its request slots busy."""
+    """An LLM stage's pool: `actors` and `batch_size` where the stage sets its own, else those of
+    the `mine` section (`pools`, whose settings every LLM stage shares), else the defaults: one
+    actor for the embedded server (it answers one request at a time), otherwise one per CPU (no
+    more than there are batches); batches of half the concurrency, so that the batches an actor
+    runs at once keep its request slots busy."""
     from personagen.cluster import available_cpus
 
     concurrency = llm.embedded.concurrency if endpoint.embedded else llm.concurrency
-    size = batch_size or max(4, concurrency // 2)
+    size = batch_size or pools.batch_size or max(4, concurrency // 2)
+    actors = actors or pools.actors
     if actors is None:
         actors = 1 if endpoint.embedded else min(available_cpus(), math.ceil(max(rows, 1) / size))
-    return PoolSettings(max(1, actors), concurrency, size, actor_cpus)
+    return PoolSettings(max(1, actors), concurrency, size, pools.actor_cpus)
 
 
 def rows_per_block(rows: int, pool: PoolSettings, max_blocks: int = 1000) -> int:
