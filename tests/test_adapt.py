@@ -18,18 +18,19 @@ from llm_test_server import Faults, LLMTestServer, request_schema
 from synthetic import embed_and_index, stub_llm_sets, write_mined
 
 from personagen import TRAITS
-from personagen.adapt.adapt import adapt, trait_shift
-from personagen.adapt.index import search
-from personagen.adapt.retrieve import similarity_summary
-from personagen.adapt.revise import (
+from personagen.cli import cli
+from personagen.commands.adapt import adapt, trait_shift
+from personagen.commands.reference import load
+from personagen.index.retrieve import similarity_summary
+from personagen.index.search import search
+from personagen.stages.revise import (
     Revision,
     min_words,
     revise_prompt,
     target_group,
     unchanged,
 )
-from personagen.cli import cli
-from personagen.config import load_config
+from personagen.config import Config, load_config
 from personagen.errors import PersonagenError
 from personagen.io.bank import (
     GROUPS,
@@ -138,7 +139,7 @@ def stub_config(server, *extra: str):
             "llm.backoff_s=0.01",
             "llm.max_retries=2",
             "llm.concurrency=16",
-            "mine.progress_s=5",
+            "progress_s=5",
             "ray.num_cpus=2",
             "ray.object_store_mb=512",
             "reference.builtin_rows=2000",
@@ -152,6 +153,21 @@ def stub_config(server, *extra: str):
 QUERY = "a young person who lives in a big city"
 
 
+def run_adapt(
+    bank, query, reference, out, cfg: Config, *, n=None, k=None, where=(), revise=None, group=None
+):
+    """`adapt` with its settings given as the command line gives them."""
+    cfg = cfg.updated(
+        {
+            "adapt.n": n,
+            "adapt.k": k,
+            "adapt.filters": [*cfg.adapt.filters, *where] if where else None,
+            "adapt.revise": revise,
+        }
+    )
+    return adapt(cfg, bank, query, load(cfg, reference, group=group), out)
+
+
 @pytest.mark.slow
 def test_adapt_with_failures_accounts_for_every_candidate_and_resumes(ray_local, tmp_path):
     bank, out = tmp_path / "bank", tmp_path / "out"
@@ -162,7 +178,7 @@ def test_adapt_with_failures_accounts_for_every_candidate_and_resumes(ray_local,
     expected = search(bank, QUERY, 6, ["kept=true"])
     with LLMTestServer(Faults(rates={"429": 0.05}, seed=2), reviser, decide=refuse_marked) as srv:
         cfg = stub_config(srv)
-        summary = adapt(bank, QUERY, "builtin:east-asia", out, cfg, n=3, k=6)
+        summary = run_adapt(bank, QUERY, "builtin:east-asia", out, cfg, n=3, k=6)
         requests = len(srv.records())
 
         c = summary.counts
@@ -227,14 +243,14 @@ def test_adapt_with_failures_accounts_for_every_candidate_and_resumes(ray_local,
         assert "Similarity to the query" in (out / "report.html").read_text()
 
         # a re-run asks nothing: revisions, scores and failures come from OUT/work
-        again = adapt(bank, QUERY, "builtin:east-asia", out, cfg, n=3, k=6)
+        again = run_adapt(bank, QUERY, "builtin:east-asia", out, cfg, n=3, k=6)
         assert len(srv.records()) == requests
         assert again.counts["aligned_candidates"] == 4 and "revise:in" not in again.counts
         assert pq.read_table(out / "candidates.parquet").equals(candidates)
 
         # the same folder for another query is refused before anything is asked
         with pytest.raises(PersonagenError, match="another query"):
-            adapt(bank, "a farmer", "builtin:east-asia", out, cfg, n=3, k=6)
+            run_adapt(bank, "a farmer", "builtin:east-asia", out, cfg, n=3, k=6)
         assert len(srv.records()) == requests
 
 
@@ -312,9 +328,9 @@ def test_errors_come_before_any_request(ray_local, tmp_path):
     with LLMTestServer(Faults(), reviser) as srv:
         cfg = stub_config(srv)
         with pytest.raises(PersonagenError, match="at most k=4"):
-            adapt(bank, QUERY, "builtin:east-asia", tmp_path / "o1", cfg, n=5, k=4)
+            run_adapt(bank, QUERY, "builtin:east-asia", tmp_path / "o1", cfg, n=5, k=4)
         with pytest.raises(PersonagenError, match="no candidates"):
-            adapt(
+            run_adapt(
                 bank,
                 QUERY,
                 "builtin:east-asia",
@@ -325,9 +341,9 @@ def test_errors_come_before_any_request(ray_local, tmp_path):
                 where=["attributes.location~mars"],
             )
         with pytest.raises(PersonagenError, match="needs a target group"):
-            adapt(bank, QUERY, "builtin:global", tmp_path / "o3", cfg, n=2, k=4)
+            run_adapt(bank, QUERY, "builtin:global", tmp_path / "o3", cfg, n=2, k=4)
         with pytest.raises(PersonagenError, match="unknown group"):
-            adapt(bank, QUERY, "builtin:global", tmp_path / "o4", cfg, n=2, group="atlantis")
+            run_adapt(bank, QUERY, "builtin:global", tmp_path / "o4", cfg, n=2, group="atlantis")
         assert srv.records() == []
 
 
@@ -410,7 +426,7 @@ def test_adapt_on_the_embedded_defaults_from_the_command_line(ray_local, tmp_pat
         "llm.timeout_s=240",
         "adapt.max_tokens=400",
         "adapt.filters=[]",
-        "mine.progress_s=15",
+        "progress_s=15",
         "reference.builtin_rows=2000",
         "evaluate.floor_repeats=2",
     ]

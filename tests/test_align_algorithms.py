@@ -10,15 +10,16 @@ from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 from scipy.stats import spearmanr
 
-from personagen.align import align
+from personagen.align.api import align
 from personagen.align.compress import compress_reference
 from personagen.align.density import classifier_log_ratio, kde_log_ratio
 from personagen.align.select import choose, inclusion_probabilities
 from personagen.align.sharded import Graph, local_shards
 from personagen.align.sinkhorn import sinkhorn
 from personagen.align.weights import psis, truncate
-from personagen.config import AlignConfig
+from personagen.align.options import AlignOptions
 from personagen.errors import PersonagenError
+from personagen.runtime.align_shards import ray_shards
 from personagen.evaluate.metrics import distribution_metrics
 
 positive_weights = arrays(
@@ -207,9 +208,9 @@ def test_replace_allows_more_than_the_candidates():
 def test_ray_shards_give_the_same_result_as_one_shard(ray_local):
     rng = np.random.default_rng(7)
     pool, ref = traits(rng, 3000, shift=0.3), traits(rng, 1500)
-    cfg = AlignConfig(block_rows=256, knn=8, atoms=1000)
-    one = align(pool, ref, 300, method="ot", seed=3, config=cfg)
-    many = align(pool, ref, 300, method="ot", seed=3, config=cfg, use_ray=True, shards=3)
+    cfg = AlignOptions(block_rows=256, knn=8, atoms=1000)
+    one = align(pool, ref, 300, method="ot", seed=3, options=cfg)
+    many = align(pool, ref, 300, method="ot", seed=3, options=cfg, shards=ray_shards(3))
     assert many.diagnostics["ot"]["shards"] == 3 and many.diagnostics["ot"]["ray"]
     assert one.diagnostics["ot"]["atoms_method"] == "kmeans"
     assert np.array_equal(one.indices, many.indices)

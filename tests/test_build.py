@@ -17,12 +17,13 @@ import pytest
 from llm_test_server import Faults, LLMTestServer
 from test_mine import _grep_tree, _wait_for_job_end, raw_ids, set_args
 
-from personagen.build import build
+from personagen.commands.build import build
+from personagen.commands.estimate import estimate, history_prompt_tokens
+from personagen.commands.ingest import ingest
 from personagen.config import load_config
-from personagen.estimate import estimate, history_prompt_tokens
-from personagen.ingest import ingest, read_histories
 from personagen.io.bank import read_bank, read_failures, read_manifest
-from personagen.judge import judge_prompt
+from personagen.io.histories import read_histories
+from personagen.stages.judge import judge_prompt
 
 pytestmark = pytest.mark.slow  # real Ray Data pipelines, 20-90 s each
 
@@ -53,7 +54,7 @@ def build_settings(server: LLMTestServer, *extra: str) -> list[str]:
         "llm.backoff_s=0.01",
         "llm.max_retries=2",
         "mine.min_words=10",
-        "build.progress_s=2",
+        "progress_s=2",
         "build.align.enabled=true",
         "build.align.n=5",
         "ray.num_cpus=2",
@@ -93,10 +94,10 @@ def test_build_streams_every_stage_into_the_bank(ray_local, tmp_path):
             "build.adapt.n=3",
             "build.adapt.k=8",
         ]
-        cfg = load_config(overrides=build_settings(server, *adapted))
-        summary = build(cfg, bank, src)
+        cfg = load_config(overrides=build_settings(server, *adapted, f"build.input={src}"))
+        summary = build(cfg, bank)
         requests_first = len(server.records())
-        again = build(cfg, bank, src)
+        again = build(cfg, bank)
         assert len(server.records()) == requests_first, "a finished build asked the LLM again"
     assert again.counts["build:already_done"] == n and again.counts["build:todo"] == 0
 
@@ -199,13 +200,14 @@ def test_dry_run_counts_the_real_prompts_and_knows_what_is_done(ray_local, tmp_p
     cfg = load_config(overrides=[
         "llm.prices.smollm2-135m-instruct.prompt=1.0",
         "llm.prices.smollm2-135m-instruct.completion=2.0",
+        f"build.input={src}",
     ])  # fmt: skip
-    result = estimate(cfg, tmp_path / "no-bank-yet", src)
+    result = estimate(cfg, tmp_path / "no-bank-yet")
     stages = {s.stage: s for s in result.stages}
     assert result.histories == n and result.already_done == 0
     assert stages["mine"].requests == n == stages["judge"].requests
     assert stages["score"].requests == n * 50
-    ingest(src, tmp_path / "ingested", cfg)
+    ingest(cfg, src, tmp_path / "ingested")
     histories = read_histories(tmp_path / "ingested")
     direct = history_prompt_tokens(histories)
     assert stages["mine"].prompt_tokens == pc.sum(direct.column("mine_tokens")).as_py()

@@ -7,15 +7,9 @@ import pyarrow as pa
 import pytest
 from synthetic import persona_table
 
-from personagen.adapt.embed import (
-    actor_layout,
-    embed_bank,
-    embed_rows,
-    persona_text,
-    split_embedded,
-)
-from personagen.adapt.embedder import load_embedder
+from personagen.commands.embed import embed
 from personagen.config import Config, EmbedConfig
+from personagen.index.embedder import load_embedder
 from personagen.errors import PersonagenError
 from personagen.io.bank import (
     read_failures,
@@ -24,6 +18,8 @@ from personagen.io.bank import (
     update_manifest,
     write_group,
 )
+from personagen.runtime.embed import actor_layout
+from personagen.stages.embed import embed_rows, persona_text, split_embedded
 
 
 def test_persona_text_modes():
@@ -64,7 +60,8 @@ def test_a_bad_row_fails_alone_and_the_sink_counts_it(embedder):
     errors = out.column("error").to_pylist()
     assert errors[0] is None and errors[2] is None and errors[4] is None
     assert "injected failure" in errors[1] and "bad vector" in errors[3]
-    rows, counts, records = split_embedded(out)
+    routed, counts, records = split_embedded(out)
+    rows = routed["embeddings"]
     assert counts["embedded"] == 3 and counts["failed"] == 2
     assert [r["persona_id"] for r in records] == ["p1", "p3"]
     assert rows.schema.field("embedding").type == pa.list_(pa.float32(), 384)
@@ -99,7 +96,7 @@ def test_embed_stage_on_ray_is_complete_resumable_and_deterministic(ray_local, t
     cfg = Config()
     cfg.embed.batch_size = 8
 
-    first = embed_bank(bank, cfg)
+    first = embed(cfg, bank)
     c = first.counts
     assert (c["personas"], c["already_embedded"], c["embedded"]) == (45, 5, 36)
     assert (c["failed"], c["failed_empty"]) == (4, 4)
@@ -125,7 +122,7 @@ def test_embed_stage_on_ray_is_complete_resumable_and_deterministic(ray_local, t
     assert manifest["normalized"] is True and manifest["text"] == "narrative"
 
     # resumed again: nothing left to do, recorded failures are not retried
-    again = embed_bank(bank, cfg)
+    again = embed(cfg, bank)
     assert again.counts["embedded"] == 0 and again.counts["already_embedded"] == 41
     assert again.counts["skipped_failed"] == 4
 
@@ -133,7 +130,7 @@ def test_embed_stage_on_ray_is_complete_resumable_and_deterministic(ray_local, t
     cfg_other = Config()
     cfg_other.embed.backend = "onnx-int8"
     with pytest.raises(PersonagenError, match="--replace"):
-        embed_bank(bank, cfg_other)
+        embed(cfg_other, bank)
 
 
 def test_replace_drops_embeddings_and_index_and_retries_failures(tmp_path):
@@ -141,17 +138,17 @@ def test_replace_drops_embeddings_and_index_and_retries_failures(tmp_path):
     write_group(bank, "personas", persona_table(4, empty_every=1))  # nothing to embed
     (bank / "embeddings").mkdir()
     (bank / "index").mkdir()
-    first = embed_bank(bank, Config())
+    first = embed(Config(), bank)
     assert first.counts["failed_empty"] == 4
-    assert embed_bank(bank, Config()).counts["skipped_failed"] == 4
-    replaced = embed_bank(bank, Config(), replace=True)
+    assert embed(Config(), bank).counts["skipped_failed"] == 4
+    replaced = embed(Config(), bank, replace=True)
     assert replaced.counts["failed_empty"] == 4 and replaced.counts["skipped_failed"] == 0
     assert not (bank / "embeddings").exists() and not (bank / "index").exists()
 
 
 def test_embed_needs_personas(tmp_path):
     with pytest.raises(PersonagenError, match="no personas"):
-        embed_bank(tmp_path, Config())
+        embed(Config(), tmp_path)
 
 
 def test_actor_layout():
@@ -175,4 +172,4 @@ def test_a_bank_keeps_one_text_mode(tmp_path):
     update_manifest(bank, embed=embedder.describe() | {"text": "narrative"})
     cfg.embed.text = "attributes+narrative"
     with pytest.raises(PersonagenError, match=r"embed\.text=narrative"):
-        embed_bank(bank, cfg)
+        embed(cfg, bank)

@@ -7,7 +7,7 @@ import importlib.util
 import numpy as np
 import pytest
 
-from personagen.adapt.embedder import fingerprint_folder, load_embedder, resolve_model
+from personagen.index.embedder import fingerprint_folder, load_embedder, resolve_model
 from personagen.config import EmbedConfig
 from personagen.errors import PersonagenError
 

@@ -18,13 +18,13 @@ from hypothesis import strategies as hs
 from hypothesis.extra import numpy as hnp
 
 from personagen import TRAITS
+from personagen.align.weights import kish_ess
 from personagen.cli import cli
 from personagen.errors import PersonagenError
 from personagen.evaluate.metrics import (
     HEADLINE,
     distribution_metrics,
     floor_ratios,
-    kish_ess,
     noise_floor,
     projected_w2,
     weighted_corr,

@@ -6,8 +6,9 @@ from collections import Counter, defaultdict
 import pytest
 
 from personagen.config import load_config
-from personagen.demo import example_histories
-from personagen.ingest import ingest, read_histories
+from personagen.commands.demo import example_histories
+from personagen.commands.ingest import ingest
+from personagen.io.histories import read_histories
 
 
 def test_examples_have_enough_varied_users():
@@ -26,7 +27,7 @@ def test_examples_have_enough_varied_users():
 
 @pytest.mark.usefixtures("ray_local")
 def test_examples_ingest_without_failures(tmp_path):
-    summary = ingest(example_histories(), tmp_path, load_config())
+    summary = ingest(load_config(), example_histories(), tmp_path)
     assert summary.counts["files_failed"] == 0 and summary.counts["records_failed"] == 0
     assert summary.counts["users_with_history"] >= 24
     assert summary.counts["redacted_email"] >= 1 and summary.counts["redacted_phone"] >= 1

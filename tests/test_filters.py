@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from personagen.adapt.filters import parse_filters, parse_where, where_mask
+from personagen.index.filters import parse_filters, parse_where, where_mask
 from personagen.errors import PersonagenError
 
 TABLE = pa.table(

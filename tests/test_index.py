@@ -8,17 +8,11 @@ import pyarrow as pa
 import pytest
 from synthetic import clustered_vectors, vector_bank
 
-from personagen.adapt.index import (
-    build_index,
-    choose_kind,
-    ivf_nlist,
-    load_index,
-    plan_rows,
-    read_vectors,
-    search,
-    search_rows,
-)
-from personagen.config import Config, IndexConfig
+from personagen.commands.index import index
+from personagen.config import Config
+from personagen.index.build import choose_kind, ivf_nlist, plan_rows, read_vectors
+from personagen.index.options import IndexOptions
+from personagen.index.search import load_index, search, search_rows
 from personagen.errors import PersonagenError
 from personagen.io.bank import embedding_type, read_group, read_manifest, write_group
 
@@ -62,13 +56,13 @@ def recall(found, truth) -> float:
 
 
 def test_kind_by_size_and_nlist():
-    cfg = IndexConfig(flat_max=10, hnsw_max=100)
+    cfg = IndexOptions(flat_max=10, hnsw_max=100)
     assert [choose_kind(n, cfg) for n in (10, 11, 100, 101)] == ["flat", "hnsw", "hnsw", "ivfpq"]
-    assert choose_kind(5, IndexConfig(type="ivfpq")) == "ivfpq"
-    assert ivf_nlist(1_000_000, IndexConfig()) == 2048  # 100k training vectors / 39
-    assert ivf_nlist(1_000_000, IndexConfig(train_size=200_000)) == 4096
-    assert ivf_nlist(3000, IndexConfig()) == 64
-    assert ivf_nlist(100, IndexConfig()) == 2
+    assert choose_kind(5, IndexOptions(type="ivfpq")) == "ivfpq"
+    assert ivf_nlist(1_000_000, IndexOptions()) == 2048  # 100k training vectors / 39
+    assert ivf_nlist(1_000_000, IndexOptions(train_size=200_000)) == 4096
+    assert ivf_nlist(3000, IndexOptions()) == 64
+    assert ivf_nlist(100, IndexOptions()) == 2
 
 
 def test_rows_follow_the_bank_reading_rules(tmp_path):
@@ -98,12 +92,12 @@ def test_rows_follow_the_bank_reading_rules(tmp_path):
 
 def test_flat_is_exact_and_mmap_loads_the_same(data):
     bank, vectors, queries = data
-    info = build_index(bank, config())
+    info = index(config(), bank)
     assert info["kind"] == "flat" and info["n"] == 3000 and info["dim"] == DIM
     assert read_manifest(bank)["index"]["kind"] == "flat"
     for mmap in (True, False):
         bi = load_index(bank, mmap=mmap)
-        scores, rows = search_rows(bi, queries, 10, None, IndexConfig())
+        scores, rows = search_rows(bi, queries, 10, None, IndexOptions())
         ref_scores, ref = exact(vectors, queries, 10)
         np.testing.assert_array_equal(numbers(bi)[rows], ref)
         np.testing.assert_allclose(scores, ref_scores, atol=1e-5)
@@ -115,7 +109,7 @@ def test_flat_is_exact_and_mmap_loads_the_same(data):
 def test_approximate_kinds_recall_against_exact(data, kind, extra):
     bank, vectors, queries = data
     cfg = config(type=kind, **extra)
-    build_index(bank, cfg)
+    index(cfg, bank)
     bi = load_index(bank)
     assert bi.kind == kind
     _, rows = search_rows(bi, queries, 10, None, cfg.index)
@@ -128,7 +122,7 @@ def test_approximate_kinds_recall_against_exact(data, kind, extra):
 def test_filtered_search_keeps_only_allowed_rows(data, kind, exact_filter_max):
     bank, vectors, queries = data
     cfg = config(type=kind, pq_m=8, exact_filter_max=exact_filter_max)
-    build_index(bank, cfg)
+    index(cfg, bank)
     bi = load_index(bank)
     allowed = np.zeros(len(vectors), bool)
     allowed[np.random.default_rng(3).choice(len(vectors), 300, replace=False)] = True
@@ -145,7 +139,7 @@ def test_filtered_search_keeps_only_allowed_rows(data, kind, exact_filter_max):
 
 def test_filters_on_bank_columns_through_the_api(data):
     bank, vectors, queries = data
-    build_index(bank, config())
+    index(config(), bank)
     results = search(
         bank,
         queries[:3],
@@ -175,11 +169,11 @@ def test_sharded_build_equals_single_build(ray_local, data, kind, extra):
     single = config(type=kind, **extra, shards=1)
     if extra.get("ondisk"):
         single.index.ondisk = False
-    build_index(bank, single)
+    index(single, bank)
     one = load_index(bank)
     expected = search_rows(one, queries, 10, None, single.index)
     sharded = config(type=kind, **extra, shards=3)
-    info = build_index(bank, sharded)
+    info = index(sharded, bank)
     assert info["shards"] == 3
     many = load_index(bank)
     assert many.ids.to_pylist() == one.ids.to_pylist()
@@ -192,12 +186,12 @@ def test_sharded_build_equals_single_build(ray_local, data, kind, extra):
 def test_errors_are_clear(tmp_path, data):
     bank, _, queries = data
     with pytest.raises(PersonagenError, match="no embeddings"):
-        build_index(tmp_path, Config())
+        index(Config(), tmp_path)
     with pytest.raises(PersonagenError, match="no index"):
         load_index(tmp_path)
     with pytest.raises(PersonagenError, match="must divide"):
-        build_index(bank, config(type="ivfpq", pq_m=5))
-    build_index(bank, config())
+        index(config(type="ivfpq", pq_m=5), bank)
+    index(config(), bank)
     with pytest.raises(PersonagenError, match="dimensions"):
         search(bank, np.ones((1, DIM + 1), np.float32), 3)
     with pytest.raises(PersonagenError, match="no column"):
@@ -206,7 +200,7 @@ def test_errors_are_clear(tmp_path, data):
 
 def test_query_vectors_are_normalised(data):
     bank, _, queries = data
-    build_index(bank, config())
+    index(config(), bank)
     plain = search(bank, queries[:2], 5)
     scaled = search(bank, queries[:2] * 7.5, 5)
     assert plain.column("persona_id").to_pylist() == scaled.column("persona_id").to_pylist()
@@ -217,7 +211,7 @@ def test_query_vectors_are_normalised(data):
 def test_flat_filter_falls_back_when_overfetch_finds_too_few(data):
     bank, vectors, queries = data
     cfg = config(type="flat", exact_filter_max=0)
-    build_index(bank, cfg)
+    index(cfg, bank)
     bi = load_index(bank)
     # allowed: the 10% of personas least similar to the first query
     allowed = np.zeros(len(vectors), bool)

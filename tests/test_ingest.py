@@ -9,8 +9,10 @@ from hypothesis import strategies as st
 
 from personagen.config import load_config
 from personagen.errors import PersonagenError
-from personagen.ingest import READ_TASK_BYTES, ingest, read_blocks, read_histories
-from personagen.redact import PATTERNS
+from personagen.commands.ingest import ingest
+from personagen.io.histories import read_histories
+from personagen.runtime.ingest import READ_TASK_BYTES, read_blocks
+from personagen.text.redact import PATTERNS
 from tests.conftest import shared_path
 
 pytestmark = pytest.mark.usefixtures("ray_local")
@@ -23,7 +25,7 @@ def errors_of(out):
 @pytest.mark.shared_data
 def test_all_shared_blog_files_ingest_without_failures(tmp_path):
     src = shared_path("blogs", "blogs")
-    summary = ingest(src, tmp_path, load_config())
+    summary = ingest(load_config(), src, tmp_path)
     c = summary.counts
     assert c["files_found"] == c["files_read"] == len(list(src.glob("*.xml")))
     assert c["files_failed"] == 0 and c["records_failed"] == 0
@@ -75,7 +77,7 @@ def test_jsonl_posts_grouped_across_files_and_bad_lines_recorded(tmp_path):
     (src / "binary.jsonl").write_bytes(b"\x00\x01\x02\xff" * 100)
     (src / "empty.jsonl").write_bytes(b"")
     out = tmp_path / "out"
-    summary = ingest(src, out, load_config())
+    summary = ingest(load_config(), src, out)
     c = summary.counts
     assert (c["files_found"], c["files_read"], c["files_failed"]) == (4, 3, 1)
     assert c["records_failed"] == 4
@@ -113,7 +115,7 @@ def test_per_user_rows_windows_strategy_and_parquet(tmp_path):
         ]
     )
     out = tmp_path / "out"
-    summary = ingest(tmp_path / "users.parquet", out, cfg)
+    summary = ingest(cfg, tmp_path / "users.parquet", out)
     histories = read_histories(out)
     ids = sorted(histories.column("history_id").to_pylist())
     assert ids == ["p1/0", "p1/1", "p1/2", "p2/0"]
@@ -136,7 +138,7 @@ def test_broken_blog_files_are_recorded_and_do_not_stop_the_run(tmp_path):
     (src / "4.female.50.Arts.Leo.xml").write_bytes(b"")
     (src / "readme.xml").write_bytes(good)
     out = tmp_path / "out"
-    summary = ingest(src, out, load_config())
+    summary = ingest(load_config(), src, out)
     assert summary.counts["files_found"] == 5
     assert summary.counts["files_read"] == 2 and summary.counts["files_failed"] == 3
     assert sorted(read_histories(out).column("user_id").to_pylist()) == ["1", "2"]
@@ -148,17 +150,17 @@ def test_rerun_replaces_the_previous_output(tmp_path):
     src = tmp_path / "a.jsonl"
     write_jsonl(src, [{"user_id": "u1", "text": "hello"}])
     out = tmp_path / "out"
-    ingest(src, out, load_config())
-    ingest(src, out, load_config())
+    ingest(load_config(), src, out)
+    ingest(load_config(), src, out)
     assert read_histories(out).num_rows == 1
 
 
 def test_input_errors(tmp_path):
     with pytest.raises(PersonagenError, match="input not found"):
-        ingest(tmp_path / "missing", tmp_path / "out", load_config())
+        ingest(load_config(), tmp_path / "missing", tmp_path / "out")
     (tmp_path / "notes.txt").write_text("x")
     with pytest.raises(PersonagenError, match="no input files"):
-        ingest(tmp_path, tmp_path / "out", load_config())
+        ingest(load_config(), tmp_path, tmp_path / "out")
     with pytest.raises(PersonagenError, match="no histories"):
         read_histories(tmp_path)
     shutil.rmtree(tmp_path)

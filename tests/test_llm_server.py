@@ -15,19 +15,20 @@ import numpy as np
 import pytest
 from pydantic import BaseModel
 
-from personagen.config import Config, EmbeddedLLMConfig, LLMConfig
+from personagen.config import Config, LLMConfig
 from personagen.llm import gguf
 from personagen.llm.client import LLMClient
-from personagen.llm.runs import stage_llm
-from personagen.llm.server import EmbeddedServer, default_model_path, llm_endpoints
-from personagen.mine import MinedPersona, mine_prompt
+from personagen.llm.options import EmbeddedServerOptions
+from personagen.llm.server import EmbeddedServer, default_model_path
 from personagen.psychometrics.instruments import get_instrument
-from personagen.score import resolve_mode
+from personagen.runtime.executors.endpoint import llm_endpoints
+from personagen.stages.mine import MinedPersona, mine_prompt
+from personagen.stages.score import resolve_mode
 
 pytestmark = pytest.mark.slow
 
 ROOT = Path(__file__).resolve().parents[1]
-SMALL = EmbeddedLLMConfig(n_ctx=2048)
+SMALL = EmbeddedServerOptions(n_ctx=2048)
 
 
 class Rating(BaseModel):
@@ -71,12 +72,12 @@ def _next_token_logprobs(model_file: Path, text: str) -> np.ndarray:
 
 def test_the_f16_copy_is_made_once_and_predicts_like_the_shipped_file(tmp_path):
     shipped = default_model_path()
-    cfg = EmbeddedLLMConfig(cache_dir=str(tmp_path))
-    copy = gguf.serving_file(shipped, cfg)
+    cache = str(tmp_path)
+    copy = gguf.serving_file(shipped, "auto", cache)
     assert copy.parent == tmp_path and copy.name.endswith(".f16.gguf")
     made = copy.stat().st_mtime_ns
-    assert gguf.serving_file(shipped, cfg) == copy and copy.stat().st_mtime_ns == made
-    assert gguf.serving_file(shipped, cfg.model_copy(update={"weights": "as-is"})) == shipped
+    assert gguf.serving_file(shipped, "auto", cache) == copy and copy.stat().st_mtime_ns == made
+    assert gguf.serving_file(shipped, "as-is", cache) == shipped
     assert [p.name for p in tmp_path.iterdir()] == [copy.name]  # no temporary file left
 
     text = (ROOT / "examples" / "histories.jsonl").read_text("utf-8")[:4000]
@@ -88,8 +89,7 @@ def test_the_f16_copy_is_made_once_and_predicts_like_the_shipped_file(tmp_path):
 
 def test_auto_weights_keep_large_files_as_they_are(tmp_path, monkeypatch):
     monkeypatch.setattr(gguf, "AUTO_F16_MAX_BYTES", 1000)
-    cfg = EmbeddedLLMConfig(cache_dir=str(tmp_path))
-    assert gguf.serving_file(default_model_path(), cfg) == default_model_path()
+    assert gguf.serving_file(default_model_path(), "auto", str(tmp_path)) == default_model_path()
     assert not any(tmp_path.iterdir())
 
 
@@ -97,11 +97,11 @@ def test_without_per_token_logits_scoring_falls_back_to_text_at_once():
     """Only scoring starts its server with logits for every prompt token; a server without
     them refuses logprobs with a 500 that is not retried, and `auto` scores in text mode."""
     cfg = Config()
-    assert stage_llm(cfg, cfg.llm).embedded.logits_all is False
-    assert stage_llm(cfg, cfg.judge.endpoint(cfg.llm)).embedded.logits_all is False
-    assert stage_llm(cfg, cfg.score.endpoint(cfg.llm)).embedded.logits_all is True
-    cfg.llm.embedded = EmbeddedLLMConfig(n_ctx=1024, logits_all=False)
-    llm = stage_llm(cfg, cfg.score.endpoint(cfg.llm))
+    assert cfg.stage_llm("mine").embedded.logits_all is False
+    assert cfg.stage_llm("judge").embedded.logits_all is False
+    assert cfg.stage_llm("score").embedded.logits_all is True
+    cfg.llm.embedded = EmbeddedServerOptions(n_ctx=1024, logits_all=False)
+    llm = cfg.stage_llm("score")
     with EmbeddedServer(llm.embedded, llm.model) as server:
         mode, usage = resolve_mode(cfg.score, get_instrument("ipip-50"), llm, server.endpoint)
     assert mode == "text" and (usage.requests, usage.retries) == (1, 0)
@@ -169,9 +169,11 @@ def _run_child(code: str, *args: str) -> subprocess.Popen[str]:
 
 CHILD = """
     import sys, time
-    from personagen.config import EmbeddedLLMConfig, LLMConfig
-    from personagen.llm.server import llm_endpoint, _LIVE
-    cfg = LLMConfig(embedded=EmbeddedLLMConfig(n_ctx=512))
+    from personagen.config import LLMConfig
+    from personagen.llm.options import EmbeddedServerOptions
+    from personagen.llm.server import _LIVE
+    from personagen.runtime.executors.endpoint import llm_endpoint
+    cfg = LLMConfig(embedded=EmbeddedServerOptions(n_ctx=512))
     with llm_endpoint(cfg) as endpoint:
         print(next(iter(_LIVE)).pid, flush=True)
         if sys.argv[1] == "error":

@@ -23,8 +23,9 @@ from personagen.cli import cli
 from personagen.config import load_config
 from personagen.io.bank import KEY, read_bank, read_failures, read_group, read_manifest
 from personagen.io.histories import HISTORY_COLUMNS
-from personagen.judge import judge_prompt
-from personagen.mine import mine, mine_prompt
+from personagen.commands.mine import mine
+from personagen.stages.judge import judge_prompt
+from personagen.stages.mine import mine_prompt
 
 pytestmark = pytest.mark.slow  # real Ray Data pipelines (and the real model), 15-60 s each
 
@@ -62,7 +63,7 @@ def settings(server: LLMTestServer, *extra: str) -> list[str]:
         "llm.backoff_s=0.01",
         "llm.max_retries=3",
         "mine.min_words=10",
-        "mine.progress_s=2",
+        "progress_s=2",
         "ray.num_cpus=2",
         "ray.object_store_mb=512",
         *extra,
@@ -139,7 +140,7 @@ def test_mine_through_faults_accounts_for_every_row(ray_local, tmp_path):
         price = "llm.prices={smollm2-135m-instruct: {prompt: 1.5, completion: 6}}"
         cfg = load_config(None, settings(server, price))
         bank = tmp_path / "bank"
-        summary = mine(histories, bank, cfg)
+        summary = mine(cfg, histories, bank)
         ids = [f"u{i:04d}/0" for i in range(n)]
         assert_every_row_once(bank, ids)
         c = summary.counts
@@ -184,7 +185,7 @@ def test_mine_through_faults_accounts_for_every_row(ray_local, tmp_path):
         assert summary_file["cost_usd"]["judge"] == summary.costs["judge"] > 0
 
         requests = len(server.records())
-        again = mine(histories, bank, cfg)
+        again = mine(cfg, histories, bank)
         assert len(server.records()) == requests, "a re-run asked again"
         assert again.counts["mine:skipped_done"] == n and again.counts["mine:in"] == 0
         assert_every_row_once(bank, ids)
@@ -206,7 +207,7 @@ def test_judge_alone_with_another_model_flags_duplicates_and_missing_posts(ray_l
     with LLMTestServer(responder=miner) as mine_server, LLMTestServer() as judge_server:
         cfg = load_config(None, settings(mine_server, "mine.judge=false"))
         bank = tmp_path / "bank"
-        summary = mine(histories, bank, cfg)
+        summary = mine(cfg, histories, bank)
         assert summary.counts["mine:out"] == n and "judge:in" not in summary.counts
         assert len(judge_server.records()) == 0
 
@@ -370,7 +371,7 @@ def test_a_killed_run_resumes_without_repeating_answers_or_leaking_the_key(ray_l
 
 @pytest.mark.shared_data
 def test_real_embedded_model_mines_and_judges_blog_histories(ray_local, tmp_path):
-    from personagen.ingest import ingest
+    from personagen.commands.ingest import ingest
     from personagen.llm import server as embedded
 
     blogs = shared_path("blogs", "blogs")
@@ -392,9 +393,9 @@ def test_real_embedded_model_mines_and_judges_blog_histories(ray_local, tmp_path
             "ray.object_store_mb=512",
         ],
     )
-    ingest(src, tmp_path / "h", cfg)
+    ingest(cfg, src, tmp_path / "h")
     bank = tmp_path / "bank"
-    summary = mine(tmp_path / "h", bank, cfg)
+    summary = mine(cfg, tmp_path / "h", bank)
     assert not embedded._LIVE, "the embedded server is still running"
 
     ids = pds.dataset(str(tmp_path / "h" / "histories")).to_table(columns=["history_id"])

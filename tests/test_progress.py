@@ -9,7 +9,7 @@ import pyarrow as pa
 import pytest
 
 from personagen.io.bank import write_part
-from personagen.progress import _rows_written, run_with_progress
+from personagen.runtime.progress import _rows_written, run_with_progress
 
 
 def test_counts_new_parts_only_and_returns_the_result(tmp_path):
@@ -39,8 +39,9 @@ def test_an_llm_actor_reports_rows_while_a_slow_batch_runs(monkeypatch):
     import asyncio
 
     from personagen.config import LLMConfig
-    from personagen.llm import stage as stage_module
     from personagen.llm.client import Endpoint
+    from personagen.runtime.executors import endpoint as executor
+    from personagen.stages.base import DrivenStage
 
     reports: list[dict[str, int]] = []
     ledger = SimpleNamespace(add=SimpleNamespace(remote=reports.append))  # an actor handle
@@ -50,11 +51,11 @@ def test_an_llm_actor_reports_rows_while_a_slow_batch_runs(monkeypatch):
         usage.requests += 1
         return {"answer": f"a{row['i']}"}
 
-    monkeypatch.setattr(stage_module, "PROGRESS_EVERY_S", 0.0)
+    monkeypatch.setattr(executor, "PROGRESS_EVERY_S", 0.0)
     schema = pa.schema([("answer", pa.string())])
-    stage = stage_module.LLMStage("test", slow, schema, None, wants=lambda row, _: row["i"] < 5)
+    stage = DrivenStage("test", schema, None, slow, lambda row, _: row["i"] < 5, "v0")
     endpoint = Endpoint.remote("http://127.0.0.1:9/v1")
-    actor = stage_module.LLMStageActor(stage, LLMConfig(), endpoint, None, None, 4, ledger)
+    actor = executor.StageActor(stage, LLMConfig(), endpoint, None, None, 4, ledger)
     rows = pa.table({"persona_id": ["a", "b", "c", "d", "e"], "i": [1, 2, 3, 4, 5]})
     out = asyncio.run(actor(rows))
     assert out.column("answer").to_pylist() == ["a1", "a2", "a3", "a4", None]

@@ -21,13 +21,14 @@ import pyarrow.compute as pc
 import pytest
 from llm_test_server import LLMTestServer, schema_responder
 
-from personagen import judge, mine, score
 from personagen.config import load_config
 from personagen.errors import ConfigError, PersonagenError
 from personagen.io.bank import KEY, read_failures, read_group
 from personagen.io.histories import HISTORY_COLUMNS
 from personagen.llm.client import Endpoint, LLMClient
-from personagen.llm.ray_vllm import (
+from personagen.psychometrics.instruments import get_instrument
+from personagen.runtime.executors.endpoint import llm_endpoint
+from personagen.runtime.executors.vllm import (
     ENGINE_ERROR,
     OUT,
     ROW,
@@ -40,10 +41,9 @@ from personagen.llm.ray_vllm import (
     score_mode,
     vllm_processor,
 )
-from personagen.llm.runs import stage_llm
-from personagen.llm.server import llm_endpoint
-from personagen.llm.stage import BankStageSink, run_row
-from personagen.psychometrics.instruments import get_instrument
+from personagen.runtime.sinks import PartSink, stage_split
+from personagen.stages import judge, mine, score
+from personagen.stages.base import answer_row, error_column, output_schema
 
 POSTS = [{"date": "2,June,2004", "text": "Rehearsal ran late again; the cello part is hard."}]
 PERSONA = {
@@ -87,17 +87,13 @@ def stage_and_row(name: str) -> tuple[Any, Any, dict[str, Any]]:
     cfg = config()
     mined = {**history(), KEY: "u1/0", **PERSONA, "mine__error": None, "mine__attempts": 1}
     if name == "mine":
-        return mine.mine_stage(cfg), stage_llm(cfg, cfg.llm, cfg.mine.max_tokens), history()
+        return mine.mine_stage(cfg), cfg.stage_llm("mine"), history()
     if name == "judge":
-        return (
-            judge.judge_stage(cfg, after="mine"),
-            stage_llm(cfg, cfg.judge.endpoint(cfg.llm)),
-            mined,
-        )
+        return judge.judge_stage(cfg, after="mine"), cfg.stage_llm("judge"), mined
     instrument = get_instrument(cfg.score.instrument)
     judged = {**mined, "kept": True, "judge__error": None, "judge__attempts": 1}
     stage = score.score_stage(cfg, instrument, score_mode(cfg.score, instrument), after="judge")
-    return stage, stage_llm(cfg, cfg.score.endpoint(cfg.llm)), judged
+    return stage, cfg.stage_llm("score"), judged
 
 
 def packed(row: dict[str, Any]) -> dict[str, Any]:
@@ -122,7 +118,7 @@ class Recording:
 async def openai_path(stage: Any, llm: Any, row: dict[str, Any], url: str) -> dict[str, Any]:
     client = LLMClient(llm, Endpoint.remote(url), concurrency=1)
     try:
-        return await run_row(stage, client, row)
+        return await answer_row(stage, client, row)
     finally:
         await client.aclose()
 
@@ -207,7 +203,7 @@ def test_rows_match_the_openai_client_path(name):
     with LLMTestServer(responder=recording) as server:
         expected = asyncio.run(openai_path(stage, llm, row, server.base_url))
     (body,) = recording.bodies
-    assert expected[stage.error_column()] is None
+    assert expected[error_column(stage)] is None
 
     request = preprocess(packed(row), stage=stage, llm=llm)
     assert request["messages"] == body["messages"]
@@ -235,7 +231,7 @@ def test_a_malformed_answer_is_a_failure_with_its_reason(name):
     stage, llm, row = stage_and_row(name)
     broken = {**packed(row), "generated_text": '{"narrative": "cut', "num_input_tokens": 900}
     columns = json.loads(postprocess({**broken, "num_generated_tokens": 9999}, stage, llm)[OUT])
-    reason = columns[stage.error_column()]
+    reason = columns[error_column(stage)]
     # Scoring wraps it: the persona fails for the traits its failed items leave short.
     assert reason.startswith("too few items answered" if name == "score" else "invalid answer")
     assert "invalid answer: invalid JSON" in reason
@@ -325,8 +321,8 @@ def test_mine_and_judge_through_ray_data_processors(ray_local, tmp_path):
         [{k: v for k, v in r.items() if k != "gender"} for r in rows], schema=HISTORY_COLUMNS
     ).append_column("gender", pa.array(["female"] * len(rows)))
     stages = [
-        (mine.mine_stage(cfg), stage_llm(cfg, cfg.llm, cfg.mine.max_tokens)),
-        (judge.judge_stage(cfg, after="mine"), stage_llm(cfg, cfg.judge.endpoint(cfg.llm))),
+        (mine.mine_stage(cfg), cfg.stage_llm("mine")),
+        (judge.judge_stage(cfg, after="mine"), cfg.stage_llm("judge")),
     ]
     ds = ray.data.from_arrow(table).repartition(2)
     for stage, llm in stages:
@@ -335,10 +331,11 @@ def test_mine_and_judge_through_ray_data_processors(ray_local, tmp_path):
         )
         ds = map_vllm_stage(ds, stage, processor)
     expected = pa.schema(
-        [*table.schema, *stages[0][0].extra_schema(), *stages[1][0].extra_schema()]
+        [*table.schema, *output_schema(stages[0][0]), *output_schema(stages[1][0])]
     )
     assert ds.schema().base_schema == expected
-    sink = BankStageSink(tmp_path, [("mine", "personas", "history_id"), ("judge", "quality", KEY)])
+    plan = [("mine", "personas", "history_id"), ("judge", "quality", KEY)]
+    sink = PartSink(tmp_path, stage_split(plan), "bank")
     ds.write_datasink(sink)
 
     counts = sink.counts
@@ -395,8 +392,8 @@ def test_build_processor_builds_without_vllm(ray_local, tmp_path):
 def test_build_wires_the_stages_to_processors(ray_local, tmp_path, monkeypatch):
     """`build` with llm.engine=ray-vllm starts no endpoint (the guard would say so), builds the
     mine and judge processors, and refuses per-item scoring before anything runs."""
-    from personagen.build import build
-    from personagen.llm import ray_vllm
+    from personagen.commands.build import build
+    from personagen.runtime.executors import vllm as ray_vllm
 
     built = []
 

@@ -5,7 +5,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from personagen.io.blogs import read_blog_file
-from personagen.redact import PATTERNS, redact
+from personagen.text.redact import PATTERNS, redact
 from tests.conftest import shared_path
 
 

@@ -16,6 +16,7 @@ from hypothesis.extra.numpy import arrays
 
 from personagen import TRAITS
 from personagen.cli import cli
+from personagen.commands.reliability import reliability_report
 from personagen.errors import PersonagenError
 from personagen.io.bank import write_group
 from personagen.psychometrics.flags import quality_flags
@@ -27,7 +28,6 @@ from personagen.psychometrics.reliability import (
     cronbach_alpha,
     human_correlations,
     instrument_reliability,
-    reliability_report,
     trait_correlations,
 )
 from personagen.psychometrics.scoring import keyed_responses, trait_scores

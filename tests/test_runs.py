@@ -6,22 +6,21 @@ from collections import Counter
 
 import pytest
 
-from personagen.config import PriceConfig
 from personagen.errors import PersonagenError
-from personagen.llm.runs import RunSummary
-from personagen.llm.usage import Usage
-from personagen.progress import progress_line
+from personagen.llm.usage import Price, Usage
+from personagen.runtime.progress import progress_line
+from personagen.runtime.summary import Summary
 
 
 def test_a_summary_whose_counts_do_not_add_up_is_an_error():
     good = Counter({"mine:todo": 5, "mine:in": 5, "mine:out": 4, "mine:failed": 1})
-    RunSummary(good, ["mine"]).check()
+    Summary("mine", good, ["mine"]).check()
     lost = good | {"mine:out": 3}
     with pytest.raises(PersonagenError, match="in 5 != out 3 \\+ failed 1"):
-        RunSummary(Counter(lost), ["mine"]).check()
+        Summary("mine", Counter(lost), ["mine"]).check()
     unprocessed = good | {"mine:todo": 6}
     with pytest.raises(PersonagenError, match="6 to do, 5 done"):
-        RunSummary(Counter(unprocessed), ["mine"]).check()
+        Summary("mine", Counter(unprocessed), ["mine"]).check()
 
 
 def test_usage_round_trips_through_counters_and_prices_tokens():
@@ -35,7 +34,7 @@ def test_usage_round_trips_through_counters_and_prices_tokens():
     )
     assert Usage.from_counts(usage.counts("judge"), "judge") == usage
     assert Usage.from_counts(usage.counts("judge"), "mine") == Usage()
-    assert usage.cost_usd(PriceConfig(prompt=0.5, completion=2.0)) == pytest.approx(2.0)
+    assert usage.cost_usd(Price(prompt=0.5, completion=2.0)) == pytest.approx(2.0)
     assert usage.cost_usd(None) is None
 
 

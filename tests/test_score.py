@@ -22,12 +22,12 @@ from personagen.config import load_config
 from personagen.errors import PersonagenError
 from personagen.io.bank import GROUPS, update_manifest, write_group
 from personagen.llm.client import Endpoint, LLMClient
-from personagen.llm.runs import stage_llm
-from personagen.llm.stage import split_stage_rows
 from personagen.llm.structured import OutputError
 from personagen.llm.usage import USAGE_FIELDS, Usage
 from personagen.psychometrics.instruments import IPIP_50, instrument_from_dict
-from personagen.score import (
+from personagen.runtime.sinks import split_stage_rows
+from personagen.stages.base import ask
+from personagen.stages.score import (
     TooFewItems,
     item_order,
     item_prompt,
@@ -64,14 +64,14 @@ def score_one(server, mode, *extra, row=None, instrument=IPIP_50):
     """Run the score stage's row function on one persona; (columns, usage)."""
     cfg = load_config(overrides=options(server, *extra))
     stage = score_stage(cfg, instrument, mode)
-    llm = stage_llm(cfg, cfg.score.endpoint(cfg.llm))
+    llm = cfg.stage_llm("score")
 
     async def main():
         client = LLMClient(llm, Endpoint.remote(server.base_url))
         usage = Usage()
         try:
-            out = await stage.process(
-                client, row or {"persona_id": "p/0", "narrative": NARRATIVE}, usage, stage.params
+            out = await ask(
+                stage, client, row or {"persona_id": "p/0", "narrative": NARRATIVE}, usage
             )
         finally:
             await client.aclose()
@@ -292,7 +292,7 @@ def test_the_minimum_is_checked_against_the_instrument_before_any_request(tmp_pa
 
 def resolve(server, *extra, instrument=IPIP_50):
     cfg = load_config(overrides=options(server, "llm.max_retries=0", *extra))
-    llm = stage_llm(cfg, cfg.score.endpoint(cfg.llm))
+    llm = cfg.stage_llm("score")
     return resolve_mode(cfg.score, instrument, llm, Endpoint.remote(server.base_url))
 
 

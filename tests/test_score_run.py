@@ -19,8 +19,8 @@ from synthetic import write_mined
 
 from personagen import TRAITS
 from personagen.cli import cli
+from personagen.commands.score import score
 from personagen.config import load_config
-from personagen.consistency import extremes
 from personagen.io.bank import (
     KEY,
     QUALITY_TYPE,
@@ -31,7 +31,8 @@ from personagen.io.bank import (
     write_group,
 )
 from personagen.psychometrics.instruments import IPIP_50
-from personagen.score import item_order, item_prompt, persona_seed, score
+from personagen.stages.consistency import extremes
+from personagen.stages.score import item_order, item_prompt, persona_seed
 
 RECLUSE = (
     "This person is a recluse who has lived alone on a remote farm for twenty years. They avoid "
@@ -115,7 +116,7 @@ def cli_args(server, bank) -> list[str]:
         "llm.backoff_s=0.01",
         "llm.max_retries=4",
         "llm.concurrency=16",
-        "mine.progress_s=2",
+        "progress_s=2",
         "ray.num_cpus=2",
         "ray.object_store_mb=512",
         "seed=7",
@@ -274,10 +275,10 @@ def test_real_embedded_model_scores_in_logprob_mode(ray_local, tmp_path):
             "llm.timeout_s=240",
             "ray.num_cpus=2",
             "ray.object_store_mb=512",
-            "mine.progress_s=15",
+            "progress_s=15",
         ],
     )
-    summary = score(bank, cfg)
+    summary = score(cfg, bank)
     assert not embedded._LIVE, "the embedded server is still running"
     assert summary.counts["score:out"] == 2, read_failures(bank).to_pylist()
     rows = read_bank(bank).to_pylist()

@@ -16,26 +16,23 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from llm_test_server import Faults, LLMTestServer, request_schema, schema_responder
 from synthetic import embed_and_index, keyword_queries, query_writer, stub_llm_sets, write_mined
+from test_adapt import run_adapt
 from test_build import build_settings, write_users
 
 from personagen import TRAITS
-from personagen.adapt.adapt import adapt
-from personagen.adapt.embed import embed_bank
-from personagen.adapt.embedder import load_embedder, resolve_model
-from personagen.adapt.index import build_index, search
-from personagen.adapt.queries import PersonaQueries, queries_schema, write_queries
-from personagen.adapt.train import (
-    evaluate,
-    filter_negatives,
-    ir_evaluator,
-    split_personas,
-    train_embedder,
-)
-from personagen.build import build
+from personagen.commands.build import build
+from personagen.commands.embed import embed
+from personagen.commands.index import index
+from personagen.commands.train_embedder import train_embedder, write_queries
 from personagen.config import EmbedConfig, load_config
 from personagen.errors import PersonagenError
 from personagen.io.bank import KEY, read_failures, read_group, read_manifest
+from personagen.index.embedder import load_embedder, resolve_model
+from personagen.index.search import search
+from personagen.index.training import evaluate, filter_negatives, ir_evaluator, split_personas
 from personagen.llm.structured import OutputError, parse_answer
+from personagen.runtime.context import RunContext
+from personagen.stages.queries import PersonaQueries, queries_schema
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples" / "histories.jsonl"
 
@@ -91,8 +88,8 @@ def test_train_a_few_steps_then_embed_index_and_search_with_the_model(ray_local,
         with pytest.raises(PersonagenError, match="exists and is not empty"):
             model_dir.mkdir()
             (model_dir / "x").write_text("x")
-            train_embedder(bank, model_dir, cfg)
-        summary = train_embedder(bank, model_dir, cfg, overwrite=True)
+            train_embedder(cfg, bank, model_dir)
+        summary = train_embedder(cfg, bank, model_dir, overwrite=True)
         requests = len(server.records())
 
         c = summary.counts
@@ -109,8 +106,8 @@ def test_train_a_few_steps_then_embed_index_and_search_with_the_model(ray_local,
         assert stored["u01/0"] == keyword_queries(texts["u01/0"], 3)
 
         # held-out retrieval does not get worse after a few steps on its own kind of query
-        assert summary.after["recall@10"] >= summary.before["recall@10"]
-        assert summary.after["mrr@10"] >= summary.before["mrr@10"] - 0.02
+        assert summary.outputs["after"]["recall@10"] >= summary.outputs["before"]["recall@10"]
+        assert summary.outputs["after"]["mrr@10"] >= summary.outputs["before"]["mrr@10"] - 0.02
         assert not (model_dir / "README.md").exists(), "a model card would copy training texts"
         for file in model_dir.rglob("*.json"):
             assert (
@@ -118,13 +115,13 @@ def test_train_a_few_steps_then_embed_index_and_search_with_the_model(ray_local,
                 and stored["u01/0"][0] not in file.read_text()
             )
         info = json.loads((model_dir / "training.json").read_text())
-        assert info["heldout_after"] == summary.after and info["loss"] == "mnrl"
+        assert info["heldout_after"] == summary.outputs["after"] and info["loss"] == "mnrl"
 
         # the saved model loads offline, is a new vector space, and the evaluator is exact
         trained = load_embedder(EmbedConfig(model=str(model_dir)))
         base = load_embedder(EmbedConfig())
         assert trained.model_id.startswith("model@") and trained.model_id != base.model_id
-        assert trained.model_id == summary.model_id
+        assert trained.model_id == summary.outputs["model_id"]
         vectors = trained.encode(["a nurse who works night shifts"])
         assert np.allclose(np.linalg.norm(vectors, axis=1), 1, atol=1e-5)
         _, held = split_personas(list(texts), 0.3, cfg.seed)
@@ -138,7 +135,9 @@ def test_train_a_few_steps_then_embed_index_and_search_with_the_model(ray_local,
 
         # a second run asks the LLM nothing: the queries (and the failure) are in the bank
         pending = pa.table({KEY: list(texts), "text": list(texts.values())})
-        assert write_queries(bank, pending, cfg) == {"queries:skipped_done": 30}
+        assert write_queries(RunContext(cfg, bank, "train-embedder"), pending) == {
+            "queries:skipped_done": 30
+        }
         assert len(server.records()) == requests
 
     # the trained folder is usable by embed (a new space: replace), index and search
@@ -146,12 +145,12 @@ def test_train_a_few_steps_then_embed_index_and_search_with_the_model(ray_local,
         None, ["ray.num_cpus=2", "ray.object_store_mb=512", f"embed.model={model_dir}"]
     )
     with pytest.raises(PersonagenError, match="cannot share an index"):
-        embed_bank(bank, use)
-    embedded = embed_bank(bank, use, replace=True)
+        embed(use, bank)
+    embedded = embed(use, bank, replace=True)
     assert embedded.counts["embedded"] == 30
-    info = build_index(bank, use)
-    assert info["embed"]["model_id"] == summary.model_id
-    found = search(bank, stored["u01/0"][0], 3, cfg=use)
+    info = index(use, bank)
+    assert info["embed"]["model_id"] == summary.outputs["model_id"]
+    found = search(bank, stored["u01/0"][0], 3, options=use.index, embedder=use.embed)
     assert found[KEY].to_pylist()[0] == "u01/0"
 
 
@@ -184,24 +183,24 @@ def test_a_built_bank_trains_and_adapt_retrieves_with_the_trained_model(ray_loca
             "evaluate.floor_repeats=2",
             "align.atoms=256",
         )
-        built = build(load_config(overrides=sets), bank, src)
+        built = build(load_config(overrides=[*sets, f"build.input={src}"]), bank)
         assert (bank / "histories").is_dir() and built.counts["embed:out"] == n
 
-        summary = train_embedder(bank, model_dir, load_config(overrides=sets))
+        summary = train_embedder(load_config(overrides=sets), bank, model_dir)
         c = summary.counts
         assert c["personas"] == n == c["queries:out"] and c["steps"] == 2
         assert c["train_pairs"] + c["heldout_queries"] == 3 * n
-        assert read_manifest(bank)["train_embedder"]["model_id"] == summary.model_id
+        assert read_manifest(bank)["train_embedder"]["model_id"] == summary.outputs["model_id"]
         requests = len(server.records())
 
         use = load_config(overrides=[*sets, f"embed.model={model_dir}"])
-        assert embed_bank(bank, use, replace=True).counts["embedded"] == n
-        assert build_index(bank, use)["embed"]["model_id"] == summary.model_id
-        expected = search(bank, query, 6, ["kept=true"], cfg=use)
-        result = adapt(bank, query, "builtin:east-asia", out, use, n=3, k=6, revise=False)
+        assert embed(use, bank, replace=True).counts["embedded"] == n
+        assert index(use, bank)["embed"]["model_id"] == summary.outputs["model_id"]
+        expected = search(bank, query, 6, ["kept=true"], options=use.index, embedder=use.embed)
+        result = run_adapt(bank, query, "builtin:east-asia", out, use, n=3, k=6, revise=False)
         assert len(server.records()) == requests, "every candidate has bank scores"
 
-    assert result.retrieval["model_id"] == summary.model_id
+    assert result.outputs["retrieval"]["model_id"] == summary.outputs["model_id"]
     assert result.counts["candidates"] == min(6, built.counts["bank:kept"])
     candidates = pq.read_table(out / "candidates.parquet")
     assert candidates[KEY].to_pylist() == expected[KEY].to_pylist()

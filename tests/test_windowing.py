@@ -8,7 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from personagen.io.blogs import read_blog_file
-from personagen.windowing import (
+from personagen.text.windowing import (
     _bisection_order,
     count_tokens,
     post_tokens,

@@ -1,11 +1,8 @@
 """Global alignment: resample a persona set so its trait distribution matches a human reference.
 
-Plain functions over numpy (no Ray import here): density ratios and importance weights
+Plain functions over numpy (no Ray, no configuration): density ratios and importance weights
 (`density`, `weights`), entropic optimal transport in the log domain (`sinkhorn`) over persona
-blocks that may live on Ray workers (`sharded`, `ray_shards`), the choice of distinct personas
-(`select`), and one entry point, `api.align`.
+blocks that may live in other processes (`sharded`; the Ray actors are in
+`personagen.runtime.align_shards`), the choice of distinct personas (`select`), and one entry
+point, `api.align`, with its `AlignOptions`.
 """
-
-from personagen.align.api import METHODS, AlignResult, align
-
-__all__ = ["METHODS", "AlignResult", "align"]

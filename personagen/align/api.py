@@ -13,6 +13,7 @@ Methods:
 
 from __future__ import annotations
 
+import logging
 import math
 import time
 from dataclasses import dataclass, field
@@ -23,11 +24,13 @@ import numpy as np
 from personagen import TRAITS
 from personagen.align import density, select, weights
 from personagen.align.compress import compress_reference
-from personagen.align.sharded import Graph, local_shards, truncation_error
+from personagen.align.options import AlignOptions
+from personagen.align.sharded import Graph, ShardFactory, local_shards, truncation_error
 from personagen.align.sinkhorn import sinkhorn
-from personagen.config import AlignConfig
+from personagen.align.weights import kish_ess
 from personagen.errors import PersonagenError
-from personagen.evaluate.metrics import kish_ess
+
+log = logging.getLogger(__name__)
 
 METHODS = ("auto", "is", "ot", "is+ot")
 
@@ -59,19 +62,19 @@ def align(
     method: str = "auto",
     seed: int = 0,
     replace: bool = False,
-    shards: int | None = None,
     also: tuple[np.ndarray, np.ndarray] | None = None,
     reference_weights: np.ndarray | None = None,
-    config: AlignConfig | None = None,
-    use_ray: bool = False,
+    options: AlignOptions | None = None,
+    shards: ShardFactory = local_shards,
 ) -> AlignResult:
     """Choose `n` rows of `personas` (candidates x 5 traits, 1-5) to match `reference`.
 
     `also` = (persona columns, reference columns) already scaled to trait units (see
     `features.demographic_features`) are appended to the traits in the cost and the densities.
-    `shards` only changes where the OT runs (Ray actors when `use_ray`), never the result.
+    `shards` makes the persona side of the transport (in this process by default, or on Ray
+    actors: `personagen.runtime.align_shards`); it changes where the OT runs, never the result.
     """
-    cfg = config or AlignConfig()
+    cfg = options or AlignOptions()
     started = time.perf_counter()
     x, y = _checked(personas, reference, n, replace, also, reference_weights)
     if method not in METHODS:
@@ -83,9 +86,7 @@ def align(
     if method == "is":
         w, diag["is"] = importance_weights(x, y, reference_weights, cfg, seed)
     elif method == "ot":
-        w, diag["ot"] = transport_weights(
-            x, y, reference_weights, n, replace, cfg, seed, shards, use_ray
-        )
+        w, diag["ot"] = transport_weights(x, y, reference_weights, n, replace, cfg, seed, shards)
     else:
         w = np.zeros(x.shape[0])
         w_is, diag["is"] = importance_weights(x, y, reference_weights, cfg, seed)
@@ -93,7 +94,7 @@ def align(
         pre = select.choose(w_is, keep, replace=False, seed=seed, points=x)
         diag["preselected"] = int(pre.size)
         w_pre, diag["ot"] = transport_weights(
-            x[pre], y, reference_weights, n, replace, cfg, seed, shards, use_ray
+            x[pre], y, reference_weights, n, replace, cfg, seed, shards
         )
         w[pre] = w_pre
     indices = select.choose(w, n, replace=replace, seed=seed, points=x)
@@ -106,7 +107,7 @@ def importance_weights(
     x: np.ndarray,
     y: np.ndarray,
     y_weights: np.ndarray | None,
-    cfg: AlignConfig,
+    cfg: AlignOptions,
     seed: int,
 ) -> tuple[np.ndarray, dict[str, Any]]:
     """Smoothed importance weights (sum 1) of the candidates and their diagnostics."""
@@ -134,10 +135,9 @@ def transport_weights(
     y_weights: np.ndarray | None,
     n: int,
     replace: bool,
-    cfg: AlignConfig,
+    cfg: AlignOptions,
     seed: int,
-    shards: int | None,
-    use_ray: bool,
+    shards: ShardFactory,
 ) -> tuple[np.ndarray, dict[str, Any]]:
     """Mass each candidate receives from the reference under capacity-one entropic OT."""
     t0 = time.perf_counter()
@@ -147,15 +147,8 @@ def transport_weights(
     capacity = np.full(x.shape[0], float(n) if replace else 1.0)
     atom_mass = atoms.mass * n
     dummy_mass = capacity.sum() - n
-    host_count = 1
     dtype = np.float32 if cfg.float32 else np.float64
-    if use_ray:
-        from personagen.align.ray_shards import ray_shards
-
-        ops = ray_shards(x, capacity, cfg.block_rows, shards, atoms.points.shape[0], dtype)
-        host_count = len(ops.sizes)
-    else:
-        ops = local_shards(x, capacity, cfg.block_rows, atoms.points.shape[0], dtype)
+    ops = shards(x, capacity, cfg.block_rows, atoms.points.shape[0], dtype)
     try:
         graph = Graph(
             ops,
@@ -185,9 +178,7 @@ def transport_weights(
         edges = graph.info()
         g = ops.potentials() if graph.truncated and cfg.truncation_sample else None
     finally:
-        close = getattr(ops, "close", None)
-        if close is not None:
-            close()
+        ops.close()
     missed = None
     if g is not None:
         missed = truncation_error(
@@ -215,16 +206,14 @@ def transport_weights(
         "grown_atoms": edges["grown_atoms"],
         "kernel": "truncated to kNN" if graph.truncated else "complete",
         "truncation_missed_mass": missed,
-        "shards": host_count,
-        "ray": use_ray,
+        "shards": len(ops.sizes),
+        "ray": ops.remote,
         "compress_seconds": t1 - t0,
         "graph_seconds": t2 - t1,
         "sinkhorn_seconds": result.seconds,
     }
     if not result.converged:
-        import logging
-
-        logging.getLogger(__name__).warning(
+        log.warning(
             "Sinkhorn stopped at marginal error %.2e after %d iterations (tolerance %.1e); "
             "the selection is approximate",
             result.marginal_error,

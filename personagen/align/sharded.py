@@ -2,8 +2,9 @@
 
 Personas are cut into fixed-size *blocks* (`block_rows`, independent of the shard count); a
 *shard* is a run of consecutive blocks owned by one `ShardHost` (in this process, or a Ray actor:
-see `ray_shards`). Every per-block result is summed by the driver in block order, so the plan,
-the weights and the selection are bit-for-bit the same for any number of shards.
+see `personagen.runtime.align_shards`). Every per-block result is summed by the driver in block
+order, so the plan, the weights and the selection are bit-for-bit the same for any number of
+shards.
 
 Kernel truncation (the approximation): a persona is connected to its `knn` nearest atoms, and
 each atom to its nearest personas (enough of them to hold `reverse_factor` times its mass, so no
@@ -210,6 +211,9 @@ def truncation_error(
 class Shards:
     """`KernelOperator` over shard hosts; `invoke` calls a method on every host, in order."""
 
+    remote = False
+    """Whether the hosts live in other processes (Ray actors)."""
+
     def __init__(self, invoke: Invoke, n_atoms: int, sizes: Sequence[int]) -> None:
         self.invoke = invoke
         self.n_atoms = n_atoms
@@ -231,6 +235,14 @@ class Shards:
 
     def potentials(self) -> np.ndarray:
         return np.concatenate(self.invoke("potentials"))
+
+    def close(self) -> None:
+        """Release the hosts (nothing to do for hosts in this process)."""
+
+
+ShardFactory = Callable[[np.ndarray, np.ndarray, int, int, type], Shards]
+"""factory(x, capacity, block_rows, n_atoms, dtype) -> the persona side of the transport: in
+this process (`local_shards`) or on Ray actors (`personagen.runtime.align_shards`)."""
 
 
 def local_shards(

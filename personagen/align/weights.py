@@ -16,7 +16,11 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.special import logsumexp
 
-from personagen.evaluate.metrics import kish_ess
+
+def kish_ess(weights: np.ndarray) -> float:
+    """Kish effective sample size (sum w)^2 / sum w^2: the row count when weights are equal."""
+    w = np.asarray(weights, dtype=np.float64)
+    return float(w.sum() ** 2 / np.sum(w**2))
 
 
 @dataclass(frozen=True)

@@ -19,6 +19,7 @@ from scipy.spatial.distance import cdist
 from scipy.stats import wasserstein_distance
 
 from personagen import TRAITS
+from personagen.align.weights import kish_ess
 from personagen.errors import PersonagenError
 
 ENERGY_MAX_ROWS = 5000
@@ -189,12 +190,6 @@ def floor_ratios(metrics: dict[str, Any], floor: dict[str, Any]) -> dict[str, fl
         base = floor["mean"].get(key)
         out[key] = float(value / base) if base else None
     return out
-
-
-def kish_ess(weights: np.ndarray) -> float:
-    """Kish effective sample size (sum w)^2 / sum w^2: the row count when weights are equal."""
-    w = np.asarray(weights, dtype=np.float64)
-    return float(w.sum() ** 2 / np.sum(w**2))
 
 
 def weighted_ks(

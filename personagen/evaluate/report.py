@@ -1,16 +1,15 @@
 """The evaluation report: `report.json` (all numbers) and a self-contained `report.html`.
 
-The HTML embeds its figures as base64 PNG (matplotlib Agg) and has no external CSS or JS, so it
-opens offline from any folder: per-trait histograms of the personas before/after against the
-reference, correlation heatmaps, the metrics table with each value as a multiple of its noise
-floor, and the weight distribution (with Kish ESS) when the caller passes weights.
+The HTML embeds its figures as base64 PNG (`personagen.evaluate.figures`) and has no external
+CSS or JS, so it opens offline from any folder: per-trait histograms of the personas
+before/after against the reference, correlation heatmaps, the metrics table with each value as a
+multiple of its noise floor, and the weight distribution (with Kish ESS) when the caller passes
+weights.
 """
 
 from __future__ import annotations
 
-import base64
 import html
-import io
 import json
 import math
 from datetime import datetime, timezone
@@ -20,16 +19,16 @@ from typing import Any
 import numpy as np
 
 from personagen import TRAITS, __version__
+from personagen.align.weights import kish_ess
 from personagen.errors import PersonagenError
+from personagen.evaluate.figures import heatmaps, histograms, weights_figure
 from personagen.evaluate.metrics import (
     ENERGY_MAX_ROWS,
     HEADLINE,
     SLICED_PROJECTIONS,
     distribution_metrics,
     floor_ratios,
-    kish_ess,
     noise_floor,
-    weighted_corr,
 )
 
 LABELS = {
@@ -182,11 +181,11 @@ def render_report(
     text = json.dumps(document, indent=2, default=_jsonable, allow_nan=False)
     _atomic_write(json_path, text + "\n")
     builtin = {
-        "histograms": _histograms(reference, after, before, reference_weights),
-        "correlations": _heatmaps(reference, after, before, reference_weights),
+        "histograms": histograms(reference, after, before, reference_weights),
+        "correlations": heatmaps(reference, after, before, reference_weights),
     }
     if weights is not None:
-        builtin["weights"] = _weights_figure(np.asarray(weights, dtype=np.float64))
+        builtin["weights"] = weights_figure(np.asarray(weights, dtype=np.float64))
     html_path = out / "report.html"
     _atomic_write(html_path, _html(document, builtin, figures or {}))
     return json_path, html_path
@@ -206,123 +205,6 @@ def _jsonable(value: Any) -> Any:
     if isinstance(value, Path):
         return str(value)
     raise TypeError(f"report info value of type {type(value).__name__} is not JSON-serialisable")
-
-
-# --------------------------------------------------------------------------- figures
-
-_COLOURS = {"reference": "#444444", "before": "#d95f02", "after": "#1b9e77"}
-
-
-def png_base64(fig: Any) -> str:
-    """A matplotlib figure as a base64 PNG (closed afterwards), for `figures`."""
-    import matplotlib.pyplot as plt
-
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=110, bbox_inches="tight")
-    plt.close(fig)
-    return base64.b64encode(buffer.getvalue()).decode("ascii")
-
-
-def _histograms(
-    reference: np.ndarray,
-    after: np.ndarray,
-    before: np.ndarray | None,
-    reference_weights: np.ndarray | None,
-) -> str:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    edges = np.linspace(0.95, 5.05, 42)
-    fig, axes = plt.subplots(1, len(TRAITS), figsize=(3.2 * len(TRAITS), 2.8), sharey=True)
-    for j, (ax, trait) in enumerate(zip(axes, TRAITS, strict=True)):
-        ax.hist(
-            reference[:, j],
-            bins=edges,
-            weights=reference_weights,
-            density=True,
-            color=_COLOURS["reference"],
-            alpha=0.3,
-            label=f"reference (n={reference.shape[0]:,})",
-        )
-        if before is not None:
-            ax.hist(
-                before[:, j],
-                bins=edges,
-                density=True,
-                histtype="step",
-                linestyle="--",
-                linewidth=1.4,
-                color=_COLOURS["before"],
-                label=f"before (n={before.shape[0]:,})",
-            )
-        ax.hist(
-            after[:, j],
-            bins=edges,
-            density=True,
-            histtype="step",
-            linewidth=1.6,
-            color=_COLOURS["after"],
-            label=f"after (n={after.shape[0]:,})",
-        )
-        ax.set_title(trait)
-        ax.set_xlim(edges[0], edges[-1])
-    axes[0].set_ylabel("density")
-    axes[-1].legend(fontsize=7, loc="upper right")
-    fig.tight_layout()
-    return png_base64(fig)
-
-
-def _heatmaps(
-    reference: np.ndarray,
-    after: np.ndarray,
-    before: np.ndarray | None,
-    reference_weights: np.ndarray | None,
-) -> str:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    panels = [("reference", weighted_corr(reference, reference_weights))]
-    if before is not None:
-        panels.append(("before", weighted_corr(before, None)))
-    panels.append(("after", weighted_corr(after, None)))
-    short = [t[:4] for t in TRAITS]
-    fig, axes = plt.subplots(1, len(panels), figsize=(3.6 * len(panels), 3.3))
-    axes = np.atleast_1d(axes)
-    image = None
-    for ax, (name, corr) in zip(axes, panels, strict=True):
-        image = ax.imshow(corr, vmin=-1, vmax=1, cmap="RdBu_r")
-        for i in range(len(TRAITS)):
-            for k in range(len(TRAITS)):
-                ax.text(k, i, f"{corr[i, k]:.2f}", ha="center", va="center", fontsize=7)
-        ax.set_xticks(range(len(TRAITS)), short, fontsize=8)
-        ax.set_yticks(range(len(TRAITS)), short, fontsize=8)
-        ax.set_title(f"{name} (Pearson r)")
-    fig.colorbar(image, ax=list(axes), shrink=0.8)
-    return png_base64(fig)
-
-
-def _weights_figure(weights: np.ndarray) -> str:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    w = weights / weights.sum() * weights.size
-    positive = w[w > 0]
-    fig, ax = plt.subplots(figsize=(6, 2.8))
-    if positive.size:
-        bins = np.logspace(np.log10(positive.min()), np.log10(positive.max()) + 1e-9, 50)
-        ax.hist(positive, bins=bins, color=_COLOURS["after"])
-        ax.set_xscale("log")
-    ax.set_xlabel("weight x n (1 = uniform)")
-    ax.set_ylabel("candidates")
-    ax.set_title(f"candidate weights (Kish ESS {kish_ess(weights):,.0f} of {weights.size:,})")
-    fig.tight_layout()
-    return png_base64(fig)
 
 
 # --------------------------------------------------------------------------- HTML

@@ -27,9 +27,10 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import time
 import uuid
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -379,3 +380,96 @@ def update_manifest(bank: str | Path, **sections: Any) -> dict[str, Any]:
     tmp.write_text(json.dumps(manifest, indent=2, sort_keys=True, default=str), encoding="utf-8")
     os.replace(tmp, bank / MANIFEST)
     return manifest
+
+
+# ---------------------------------------------------------------------------------------------
+# The bank as an object
+
+
+class Bank:
+    """One persona bank folder: its column groups, its failures, its manifest, and the claims
+    that keep a resumed run from mixing rows made two different ways."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path).resolve()  # workers write there; their working folder is not ours
+
+    def __repr__(self) -> str:
+        return f"Bank({str(self.path)!r})"
+
+    def __fspath__(self) -> str:
+        return str(self.path)
+
+    def has(self, group: str) -> bool:
+        return bool(part_files(self.path / group))
+
+    def read(self, group: str, columns: list[str] | None = None) -> pa.Table:
+        return read_group(self.path, group, columns)
+
+    def write(self, group: str, table: pa.Table) -> Path | None:
+        return write_group(self.path, group, table)
+
+    def done(self, group: str, failed_stage: str | None = None) -> pa.Array:
+        """Ids written to `group` (plus those recorded as failed in `failed_stage`), sorted."""
+        return pa.array(sorted(done_ids(self.path, group, failed_stage)), pa.string())
+
+    def failures(self, stage: str | None = None) -> pa.Table:
+        return read_failures(self.path, stage)
+
+    def write_failures(self, table: pa.Table) -> Path | None:
+        return write_failures(self.path, table)
+
+    def manifest(self) -> dict[str, Any]:
+        return read_manifest(self.path)
+
+    def update_manifest(self, **sections: Any) -> dict[str, Any]:
+        return update_manifest(self.path, **sections)
+
+    def clear(self, keep: tuple[str, ...] = ("llm-cache",)) -> None:
+        """Remove everything the bank holds but `keep` (by default the response cache, whose
+        answers stay valid for any bank)."""
+        if not self.path.is_dir():
+            return
+        for child in self.path.iterdir():
+            if child.name in keep:
+                continue
+            if child.is_dir():
+                shutil.rmtree(child)
+            else:
+                child.unlink()
+
+    def drop(self, groups: Iterable[str], failed_stages: Iterable[str] = ()) -> None:
+        """Remove column groups, and the failures recorded by `failed_stages` (the failures
+        folder is rewritten without them, then swapped in)."""
+        for group in groups:
+            shutil.rmtree(self.path / group, ignore_errors=True)
+        stages = list(failed_stages)
+        failures = read_failures(self.path)
+        if not stages or failures.num_rows == 0:
+            return
+        kept = failures.filter(pc.invert(pc.is_in(failures.column("stage"), pa.array(stages))))
+        staging = self.path / f".failures.{uuid.uuid4().hex[:8]}"
+        write_part(staging, kept)
+        old = self.path / f".failures.old-{uuid.uuid4().hex[:8]}"
+        (self.path / "failures").rename(old)
+        staging.mkdir(exist_ok=True)
+        staging.rename(self.path / "failures")
+        shutil.rmtree(old)
+
+    def claim(
+        self,
+        section: str,
+        fingerprint: dict[str, Any],
+        refusal: Callable[[dict[str, Any]], str],
+        *,
+        held: bool = True,
+    ) -> None:
+        """Record in the manifest's `section` that the bank's rows of that kind are made as
+        `fingerprint` says (e.g. the instrument of its scores). When the bank already holds such
+        rows (`held`) made otherwise, refuse with `refusal(recorded)`: one line that says what
+        differs and names the flag that starts over. `held=False` (the bank holds none)
+        replaces an earlier record."""
+        known = self.manifest().get(section)
+        recorded = {k: known.get(k) for k in fingerprint} if isinstance(known, dict) else {}
+        if held and any(v is not None for v in recorded.values()) and recorded != fingerprint:
+            raise PersonagenError(refusal(recorded))
+        self.update_manifest(**{section: fingerprint})

@@ -3,35 +3,26 @@
 Shipped as `personagen/data/reference_builtin.json` (regenerate with
 `personagen reference build-builtin`), so `align` works on a machine without any survey data.
 
-The model of one group is a Gaussian copula with exact marginals:
-- each trait's marginal is the group's empirical distribution itself, stored as counts on the
-  observed score values (trait scores are means of 10 answers, so about 41 values each); samples
-  therefore have the source's means, SDs and discreteness, not a smoothed version of them;
-- the dependence is a latent normal correlation matrix, started from the normal-scores (van der
-  Waerden) correlation and then calibrated by fixed-point steps with common random numbers until
-  samples reproduce the source's *Pearson* correlations: discrete margins attenuate a copula's
-  correlation (by 0.01-0.03 here), which an uncalibrated copula would leave as a bias.
-Groups resting on fewer than `MIN_RESPONDENTS` people are not offered; the file lists them, with
-their counts, under `withheld`.
+The model of one group is a Gaussian copula with exact marginals
+(`personagen.psychometrics.copula`). Groups resting on fewer than `MIN_RESPONDENTS` people are
+not offered; the file lists them, with their counts, under `withheld`.
 """
 
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
-from scipy import special, stats
 
 from personagen import TRAITS
 from personagen.errors import PersonagenError
 from personagen.io import regions
-
-if TYPE_CHECKING:
-    from personagen.io.reference import Reference
+from personagen.psychometrics.copula import fit_summary, sample_summary
 
 BUILTIN_PATH = Path(__file__).resolve().parents[1] / "data" / "reference_builtin.json"
 FORMAT = "personagen-builtin-reference/1"
@@ -40,9 +31,6 @@ MIN_RESPONDENTS = 150
 correlation near 0 is about +-1.96/sqrt(n) = +-0.16 at n = 150 (and the KS band of a marginal
 +-0.11)."""
 DEFAULT_ROWS = 20_000
-_CALIBRATION_ROWS = 200_000
-_CALIBRATION_STEPS = 6
-_DECIMALS = 6
 
 LICENCES = {
     "big5": (
@@ -57,98 +45,27 @@ LICENCES = {
 }
 
 
-# --------------------------------------------------------------------------- the model
-
-
-def fit_summary(x: np.ndarray, *, seed: int = 0) -> dict[str, Any]:
-    """The copula summary of an (n, 5) trait sample: marginal counts plus latent correlation."""
-    n = x.shape[0]
-    marginals = []
-    for j in range(x.shape[1]):
-        values, counts = np.unique(np.round(x[:, j], 4), return_counts=True)
-        marginals.append({"values": values.tolist(), "counts": counts.tolist()})
-    target = np.corrcoef(x, rowvar=False)
-    ranks = np.column_stack([stats.rankdata(x[:, j]) for j in range(x.shape[1])])
-    latent = _nearest_correlation(np.corrcoef(special.ndtri(ranks / (n + 1)), rowvar=False))
-    z = np.random.default_rng(seed).standard_normal((_CALIBRATION_ROWS, x.shape[1]))
-    best, best_error = latent, np.inf
-    for _ in range(_CALIBRATION_STEPS):
-        achieved = np.corrcoef(_transform(z, latent, marginals), rowvar=False)
-        error = float(np.max(np.abs(achieved - target)))
-        if error < best_error:
-            best, best_error = latent, error
-        latent = _nearest_correlation(latent + (target - achieved))
-    return {
-        "respondents": int(n),
-        "mean": _rounded(x.mean(axis=0)),
-        "sd": _rounded(x.std(axis=0, ddof=1)),
-        "pearson": _rounded(target),
-        "latent_correlation": _rounded(best),
-        "calibration_max_error": round(best_error, _DECIMALS),
-        "marginals": dict(zip(TRAITS, marginals, strict=True)),
-    }
-
-
-def sample_summary(summary: dict[str, Any], n: int, seed: int = 0) -> np.ndarray:
-    """n rows drawn from a group summary (float64, `TRAITS` order, on the source's values)."""
-    marginals = [summary["marginals"][t] for t in TRAITS]
-    z = np.random.default_rng(seed).standard_normal((n, len(TRAITS)))
-    return _transform(z, np.asarray(summary["latent_correlation"]), marginals)
-
-
-def _transform(z: np.ndarray, corr: np.ndarray, marginals: list[dict[str, list]]) -> np.ndarray:
-    """Correlate standard normals, map to uniforms, then through each marginal's quantiles."""
-    u = special.ndtr(z @ np.linalg.cholesky(corr).T)
-    out = np.empty_like(u)
-    for j, marginal in enumerate(marginals):
-        values = np.asarray(marginal["values"], dtype=np.float64)
-        cdf = np.cumsum(marginal["counts"]) / np.sum(marginal["counts"])
-        out[:, j] = values[np.minimum(np.searchsorted(cdf, u[:, j]), len(values) - 1)]
-    return out
-
-
-def _nearest_correlation(matrix: np.ndarray, floor: float = 1e-6) -> np.ndarray:
-    """Symmetric, positive definite, unit diagonal: eigenvalues clipped, then rescaled."""
-    sym = (matrix + matrix.T) / 2
-    vals, vecs = np.linalg.eigh(sym)
-    fixed = (vecs * np.maximum(vals, floor)) @ vecs.T
-    d = np.sqrt(np.diag(fixed))
-    out = fixed / np.outer(d, d)
-    np.fill_diagonal(out, 1.0)
-    return out
-
-
-def _rounded(values: np.ndarray) -> Any:
-    return np.round(np.asarray(values, dtype=np.float64), _DECIMALS).tolist()
-
-
 # --------------------------------------------------------------------------- build
 
 
-def build_builtin(
-    source: str,
-    out: str | Path = BUILTIN_PATH,
+def summarise_groups(
+    x: np.ndarray,
+    countries: np.ndarray,
     *,
+    kind: str,
+    path: str,
+    source: str,
+    cleaning: dict[str, Any],
     min_respondents: int = MIN_RESPONDENTS,
     seed: int = 0,
 ) -> dict[str, Any]:
-    """Summarise every M49 group of a respondent-level reference and write the JSON file."""
-    from personagen.io.reference import load_reference, parse_spec
-
-    kind, path = parse_spec(source)
-    if kind == "builtin":
-        raise PersonagenError("build the builtin reference from respondent data, not builtin:")
-    reference = load_reference(source, min_rows=min_respondents)
-    x = reference.trait_matrix()
-    country = (
-        np.array(reference.table.column("country").to_pylist(), dtype=object)
-        if "country" in reference.table.column_names
-        else np.full(x.shape[0], None, dtype=object)
-    )
+    """The builtin document of respondent-level traits `x` (n, 5) and their ISO-2 `countries`
+    (None where unknown): a copula summary of everyone and of every M49 group with enough
+    respondents. `kind`, `path`, `source` and `cleaning` describe where `x` came from."""
     groups: dict[str, Any] = {regions.GLOBAL: {"level": "global", **fit_summary(x, seed=seed)}}
     withheld: dict[str, int] = {}
     for region in regions.REGIONS.values():
-        mask = np.isin(country, list(region.countries))
+        mask = np.isin(countries, list(region.countries))
         count = int(mask.sum())
         if count < min_respondents:
             withheld[region.slug] = count
@@ -159,9 +76,9 @@ def build_builtin(
             "m49": region.m49,
             **fit_summary(x[mask], seed=seed),
         }
-    document = {
+    return {
         "format": FORMAT,
-        "source": reference.source.split("; file ")[0],
+        "source": source.split("; file ")[0],
         "source_file": f"{kind}:{Path(path).parent.name}/{Path(path).name}",
         "licence": LICENCES.get(kind, "see the source"),
         "built": date.today().isoformat(),
@@ -172,16 +89,20 @@ def build_builtin(
             "reproduce the group's Pearson correlations"
         ),
         "min_respondents": int(min_respondents),
-        "cleaning": reference.cleaning,
+        "cleaning": cleaning,
         "groups": groups,
         "withheld": withheld,
     }
+
+
+def write_builtin(document: dict[str, Any], out: str | Path = BUILTIN_PATH) -> Path:
+    """Write the document atomically (compact JSON: the file ships in the package)."""
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_suffix(".tmp")
     tmp.write_text(json.dumps(document, separators=(",", ":")) + "\n", encoding="utf-8")
     tmp.replace(out)
-    return document
+    return out
 
 
 def describe_build(document: dict[str, Any]) -> str:
@@ -224,19 +145,27 @@ def builtin_groups(path: str | Path = BUILTIN_PATH) -> list[dict[str, Any]]:
     return rows
 
 
-def load_builtin(
+@dataclass(frozen=True)
+class BuiltinSample:
+    """Rows sampled from one group's summary, with what they rest on."""
+
+    table: pa.Table
+    source: str
+    cleaning: dict[str, Any]
+    group: str
+    respondents: int
+
+
+def sample_builtin(
     name: str,
     *,
     group: str | None = None,
     countries: list[str] | None = None,
-    min_rows: int = 50,
     seed: int = 0,
     rows: int | None = None,
     path: str | Path = BUILTIN_PATH,
-) -> Reference:
-    """`builtin:<name>` (optionally narrowed by `group`) as a sampled `Reference`."""
-    from personagen.io.reference import Reference, check_rows
-
+) -> BuiltinSample:
+    """`builtin:<name>` (optionally narrowed by `group`) as rows sampled from its summary."""
     if countries:
         raise PersonagenError(
             "the builtin reference holds region summaries only; to select countries use a "
@@ -264,7 +193,6 @@ def load_builtin(
             regions.resolve_group(wanted)
         raise PersonagenError(f"the builtin reference has no group {wanted!r}")
     respondents = int(summary["respondents"])
-    check_rows(respondents, min_rows=min_rows, spec=f"builtin:{name}", label=wanted)
     n = int(rows or DEFAULT_ROWS)
     if n < 1:
         raise PersonagenError(f"builtin reference rows must be positive, got {n}")
@@ -287,6 +215,4 @@ def load_builtin(
         "notes": {"respondents": respondents},
         "source_cleaning": document["cleaning"],
     }
-    return Reference(
-        table=table, source=source, cleaning=cleaning, spec=f"builtin:{name}", group=wanted
-    )
+    return BuiltinSample(table, source, cleaning, wanted, respondents)

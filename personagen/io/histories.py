@@ -261,3 +261,9 @@ def histories_schema(files: list[str]) -> pa.Schema:
             f"histories lack columns {', '.join(missing)} (expected `personagen ingest` output)"
         )
     return schema
+
+
+def read_histories(folder: str | Path) -> pa.Table:
+    """An ingest output folder (or its histories/ subfolder) as one table (for tests and tools)."""
+    files = histories_files(folder)
+    return pa.concat_tables([pq.read_table(f) for f in files], promote_options="permissive")

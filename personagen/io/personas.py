@@ -53,6 +53,13 @@ def read_personas(path: str | Path, columns: list[str] | None = None) -> Persona
             raise PersonagenError(f"cannot read personas from {p}: {exc}") from None
     else:
         raise PersonagenError(f"no persona bank or Parquet file at {p}")
+    return persona_set(table, p)
+
+
+def persona_set(table: pa.Table, path: str | Path) -> PersonaSet:
+    """A persona table (e.g. already in memory), checked as a file would be: ids present and
+    distinct, traits numeric and on 1-5; rows without any trait are counted as unscored."""
+    p = Path(path)
     missing = [c for c in (KEY, *TRAITS) if c not in table.column_names]
     if missing:
         raise PersonagenError(

@@ -31,9 +31,9 @@ import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
 from personagen import TRAITS
-from personagen.config import Config
 from personagen.errors import PersonagenError
 from personagen.io import regions
+from personagen.io.builtin import sample_builtin
 from personagen.psychometrics.instruments import (
     IPIP_50,
     IPIP_FFM_COLUMNS,
@@ -107,11 +107,11 @@ def load_reference(
         raise PersonagenError("give a group or a list of countries, not both")
     kind, path = parse_spec(spec)
     if kind == "builtin":
-        from personagen.io.builtin import load_builtin
-
-        return load_builtin(
-            path, group=group, countries=countries, min_rows=min_rows, seed=seed, rows=builtin_rows
+        sample = sample_builtin(
+            path, group=group, countries=countries, seed=seed, rows=builtin_rows
         )
+        check_rows(sample.respondents, min_rows=min_rows, spec=spec, label=sample.group)
+        return Reference(sample.table, sample.source, sample.cleaning, spec, sample.group)
     if kind == "big5":
         table, cleaning, source = _read_item_file(path, _BIG5)
     elif kind == "ipip-ffm":
@@ -123,21 +123,6 @@ def load_reference(
     table, label = filter_group(table, cleaning, group=group, countries=countries)
     check_rows(table.num_rows, min_rows=min_rows, spec=spec, label=label)
     return Reference(table=table, source=source, cleaning=cleaning, spec=spec, group=label)
-
-
-def configured_reference(
-    spec: str, cfg: Config, *, group: str | None = None, countries: list[str] | None = None
-) -> Reference:
-    """`load_reference` with the run's settings: `reference.min_rows`, `reference.builtin_rows`
-    and the `seed` that samples a builtin reference."""
-    return load_reference(
-        spec,
-        group=group,
-        countries=countries,
-        min_rows=cfg.reference.min_rows,
-        seed=cfg.seed,
-        builtin_rows=cfg.reference.builtin_rows,
-    )
 
 
 def parse_spec(spec: str) -> tuple[str, str]:

@@ -36,8 +36,8 @@ from typing import Any, TypeVar
 import openai
 from pydantic import BaseModel, SecretStr
 
-from personagen.config import LLMConfig
 from personagen.llm.cache import ResponseCache, cache_key
+from personagen.llm.options import ClientOptions
 from personagen.llm.prompts import Messages, repair_messages
 from personagen.llm.structured import OutputError, json_schema, parse_answer
 from personagen.llm.usage import Usage
@@ -106,7 +106,7 @@ class LLMClient:
 
     def __init__(
         self,
-        cfg: LLMConfig,
+        cfg: ClientOptions,
         endpoint: Endpoint,
         *,
         api_key: str | SecretStr | None = None,
@@ -307,7 +307,9 @@ class LLMClient:
 # ---------------------------------------------------------------------------------- helpers
 
 
-def sampling(cfg: LLMConfig, max_tokens: int | None, temperature: float | None) -> dict[str, Any]:
+def sampling(
+    cfg: ClientOptions, max_tokens: int | None, temperature: float | None
+) -> dict[str, Any]:
     """max_tokens, temperature and seed of one request: the call's own, else the config's."""
     params: dict[str, Any] = {
         "max_tokens": max_tokens or cfg.max_tokens,

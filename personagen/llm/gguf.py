@@ -20,7 +20,6 @@ import logging
 import os
 from pathlib import Path
 
-from personagen.config import EmbeddedLLMConfig
 from personagen.errors import PersonagenError
 
 log = logging.getLogger(__name__)
@@ -29,23 +28,21 @@ AUTO_F16_MAX_BYTES = 512 * 1024**2
 """`weights: auto` converts GGUF files up to this size (the F16 copy is ~2.5-4x larger)."""
 
 
-def cache_folder(cfg: EmbeddedLLMConfig) -> Path:
-    if cfg.cache_dir:
-        return Path(cfg.cache_dir).expanduser()
+def cache_folder(cache_dir: str | None) -> Path:
+    if cache_dir:
+        return Path(cache_dir).expanduser()
     base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
     return Path(base) / "personagen" / "gguf"
 
 
-def serving_file(source: Path, cfg: EmbeddedLLMConfig) -> Path:
-    """The GGUF file the server loads for `source` under `cfg.weights`."""
+def serving_file(source: Path, weights: str, cache_dir: str | None = None) -> Path:
+    """The GGUF file the server loads for `source` under `weights` (auto, f16 or as-is)."""
     stat = source.stat()
-    wants_f16 = cfg.weights == "f16" or (
-        cfg.weights == "auto" and stat.st_size <= AUTO_F16_MAX_BYTES
-    )
+    wants_f16 = weights == "f16" or (weights == "auto" and stat.st_size <= AUTO_F16_MAX_BYTES)
     if not wants_f16:
         return source
     digest = _sha256(source, stat.st_size, stat.st_mtime_ns)
-    target = cache_folder(cfg) / f"{source.stem}.{digest[:12]}.f16.gguf"
+    target = cache_folder(cache_dir) / f"{source.stem}.{digest[:12]}.f16.gguf"
     if not target.is_file():
         convert_to_f16(source, target)
     return target

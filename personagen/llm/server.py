@@ -9,7 +9,7 @@ Two settings make the small model fast on CPU: it runs a 16-bit float copy of th
 logprobs compute logits for every prompt token (`llm.embedded.logits_all`, which llama-cpp-python
 needs for logprobs and which costs 15-20% of its speed).
 Ray actors on the same machine reach it through that URL too; on a multi-node cluster the LLM
-actors are pinned to the node that runs it (see `personagen.llm.stage`).
+actors are pinned to the node that runs it (see `personagen.runtime.executors.endpoint`).
 
 The server process cannot outlive personagen: it is stopped by the context manager on normal
 exit, on errors and on Ctrl-C; by an atexit hook and a SIGTERM handler if the interpreter is shut
@@ -35,13 +35,12 @@ import threading
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
 from pathlib import Path
 
-from personagen.config import EmbeddedLLMConfig, LLMConfig
 from personagen.errors import PersonagenError
 from personagen.llm.client import Endpoint
 from personagen.llm.gguf import serving_file
+from personagen.llm.options import EmbeddedServerOptions
 
 log = logging.getLogger(__name__)
 
@@ -65,7 +64,7 @@ def default_model_path() -> Path:
     return path
 
 
-def model_path(cfg: EmbeddedLLMConfig) -> Path:
+def model_path(cfg: EmbeddedServerOptions) -> Path:
     if cfg.model_path is None:
         return default_model_path()
     path = Path(cfg.model_path).expanduser()
@@ -88,10 +87,10 @@ def _die_with_parent() -> None:  # runs in the child between fork and exec
 class EmbeddedServer:
     """A running llama.cpp server; `start()`/`stop()` or use it as a context manager."""
 
-    def __init__(self, cfg: EmbeddedLLMConfig, model_name: str) -> None:
+    def __init__(self, cfg: EmbeddedServerOptions, model_name: str) -> None:
         self.cfg = cfg
         self.model_name = model_name
-        self.model_file = serving_file(model_path(cfg), cfg)
+        self.model_file = serving_file(model_path(cfg), cfg.weights, cfg.cache_dir)
         self.port: int | None = None
         self._process: subprocess.Popen[bytes] | None = None
         self._log = tempfile.NamedTemporaryFile(prefix="personagen-llama-", suffix=".log")  # noqa: SIM115
@@ -228,7 +227,7 @@ def _on_sigterm(signum: int, frame: object) -> None:
     raise SystemExit(128 + signum)
 
 
-def _install_handlers() -> None:
+def install_handlers() -> None:
     """atexit always; SIGTERM only from the main thread and only where nobody else handles it."""
     global _handlers_installed
     with _HANDLER_LOCK:
@@ -240,47 +239,3 @@ def _install_handlers() -> None:
             signal.SIGTERM
         ) in (signal.SIG_DFL, None):
             signal.signal(signal.SIGTERM, _on_sigterm)
-
-
-def _check_endpoint_engine(cfg: LLMConfig) -> None:
-    if cfg.engine == "ray-vllm":
-        raise PersonagenError(
-            "llm.engine=ray-vllm runs the stream of `personagen build` (and jobs/build_bank.py) "
-            "only; this step sends requests to an endpoint: use llm.engine=openai"
-        )
-
-
-@contextlib.contextmanager
-def llm_endpoint(cfg: LLMConfig) -> Iterator[Endpoint]:
-    """The endpoint to send requests to: `llm.base_url` if set, else a freshly started embedded
-    server that is stopped when the block exits (normally, on error, or on Ctrl-C)."""
-    _check_endpoint_engine(cfg)
-    if cfg.base_url:
-        yield Endpoint.remote(cfg.base_url)
-        return
-    _install_handlers()
-    with EmbeddedServer(cfg.embedded, cfg.model) as server:
-        yield server.endpoint
-
-
-@contextlib.contextmanager
-def llm_endpoints(cfgs: list[LLMConfig]) -> Iterator[list[Endpoint]]:
-    """Endpoints for stages that stream side by side (e.g. miner and judge): each stage that
-    leaves `base_url` unset gets its own embedded server.
-
-    llama-cpp-python's server answers one request at a time and keeps one prompt prefix: shared,
-    the stages would queue behind each other and evict each other's cached prefix (a scoring
-    request then re-reads the whole persona after every mining request). Separate servers use
-    the cores side by side, their threads split so that together they take half of them.
-    """
-    embedded = [cfg for cfg in cfgs if not cfg.base_url]
-    threads = max(1, (os.cpu_count() or 2) // (2 * max(1, len(embedded))))
-    with contextlib.ExitStack() as stack:
-        endpoints = []
-        for cfg in cfgs:
-            if cfg.base_url is None and cfg.embedded.n_threads is None:
-                cfg = cfg.model_copy(
-                    update={"embedded": cfg.embedded.model_copy(update={"n_threads": threads})}
-                )
-            endpoints.append(stack.enter_context(llm_endpoint(cfg)))
-        yield endpoints

@@ -9,7 +9,16 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, fields
 
-from personagen.config import PriceConfig
+from pydantic import Field
+
+from personagen.options import Options
+
+
+class Price(Options):
+    """Price of one model in US dollars per million tokens."""
+
+    prompt: float = Field(0.0, ge=0, description="USD per 1M prompt tokens")
+    completion: float = Field(0.0, ge=0, description="USD per 1M completion tokens")
 
 
 @dataclass
@@ -34,7 +43,7 @@ class Usage:
     def from_counts(cls, counts: Mapping[str, int], stage: str) -> Usage:
         return cls(**{f.name: int(counts.get(f"{stage}:{f.name}", 0)) for f in fields(cls)})
 
-    def cost_usd(self, price: PriceConfig | None) -> float | None:
+    def cost_usd(self, price: Price | None) -> float | None:
         """Cost of the billed tokens, or None without a price for the model."""
         if price is None:
             return None

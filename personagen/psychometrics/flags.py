@@ -11,7 +11,7 @@ every scale. Input is (n, items) in the instrument's item order, NaN where an it
 - `missing_items:<trait>`: fewer than `min_items_per_trait` of the trait's items were answered;
   the trait score is then left empty.
 
-Set by the scoring stage (`personagen.score`), not computed from answers alone:
+Set by the scoring stage (`personagen.stages.score`), not computed from answers alone:
 
 - `failed_items:<n>`: n items got no answer (requests that failed after retries, or answers off
   the scale); their responses are null and the reasons are in `item_errors`.
@@ -22,8 +22,9 @@ Set by the scoring stage (`personagen.score`), not computed from answers alone:
 from __future__ import annotations
 
 import numpy as np
+from pydantic import Field
 
-from personagen.config import ScoreConfig
+from personagen.options import Options
 from personagen.psychometrics.instruments import Instrument
 from personagen.psychometrics.scoring import to_five_point
 
@@ -33,6 +34,25 @@ LOW_VARIANCE = "low_variance"
 MISSING_ITEMS = "missing_items:"
 FAILED_ITEMS = "failed_items:"
 INCONSISTENT = "inconsistent:"
+
+
+class FlagOptions(Options):
+    """Thresholds of the answer-quality flags."""
+
+    min_items_per_trait: int = Field(
+        8,
+        ge=1,
+        description="a persona with fewer answered items for a trait fails (recorded in failures)",
+    )
+    acquiescence_max: float = Field(
+        1.0,
+        gt=0,
+        description="flag when balanced mean agreement departs from the midpoint by this much "
+        "(1-5 units)",
+    )
+    min_response_sd: float = Field(
+        0.5, ge=0, description="flag when the answers' standard deviation is below (1-5 units)"
+    )
 
 
 def _row_mean(values: np.ndarray) -> np.ndarray:
@@ -81,10 +101,10 @@ def answered_per_trait(responses: np.ndarray, instrument: Instrument) -> dict[st
 
 
 def quality_flags(
-    responses: np.ndarray, instrument: Instrument, cfg: ScoreConfig | None = None
+    responses: np.ndarray, instrument: Instrument, cfg: FlagOptions | None = None
 ) -> list[list[str]]:
     """Flags of each row, e.g. `["acquiescent", "low_variance", "missing_items:neuroticism"]`."""
-    cfg = cfg or ScoreConfig()
+    cfg = cfg or FlagOptions()
     responses = np.asarray(responses, dtype=np.float64)
     agreement = acquiescence_index(responses, instrument) - 3.0
     sd = response_sd(responses, instrument)

@@ -16,13 +16,11 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 import pyarrow.compute as pc
-from rich.console import Console
-from rich.table import Table
 
 from personagen import TRAITS
 from personagen.errors import PersonagenError
-from personagen.io.bank import read_group
 from personagen.psychometrics.human import Keying, read_ipip50_responses
 from personagen.psychometrics.instruments import BUILTIN, IPIP_50, Instrument
 from personagen.psychometrics.scoring import align_responses, keyed_responses, trait_scores
@@ -132,23 +130,21 @@ def instrument_reliability(responses: np.ndarray, instrument: Instrument) -> dic
     return out
 
 
-def reliability_report(
-    bank: str | Path,
+def scores_reliability(
+    scores: pa.Table,
     instrument: Instrument | None = None,
     human: CorrelationReference | None = None,
 ) -> dict[str, Any]:
-    """The reliability of a scored bank as plain data (NaN where undefined).
+    """The reliability of a table of scores (the bank's `scores` group) as plain data (NaN where
+    undefined).
 
-    `instrument`: the bank's own (by the `instrument` column) when None; needed for a custom
-    one. `human`: the reference trait correlations, or None to report them as unavailable.
+    `instrument`: the one the scores name (their `instrument` column) when None; needed for a
+    custom one. `human`: the reference trait correlations, or None to report them as unavailable.
     """
-    scores = read_group(bank, "scores")
-    if scores.num_rows == 0:
-        raise PersonagenError(f"bank {bank} has no scores yet (run `personagen score` first)")
-    instrument = instrument or _bank_instrument(scores.column("instrument").to_pylist())
+    instrument = instrument or _scored_instrument(scores.column("instrument").to_pylist())
     scores = scores.filter(pc.equal(scores.column("instrument"), instrument.id))
     if scores.num_rows == 0:
-        raise PersonagenError(f"bank {bank} has no personas scored with {instrument.id!r}")
+        raise PersonagenError(f"no personas scored with {instrument.id!r}")
     responses = align_responses(
         scores.column("item_ids"), scores.column("item_responses"), instrument
     )
@@ -159,7 +155,6 @@ def reliability_report(
         traits[trait]["alpha_unflagged"] = unflagged["alpha"]
     bank_corr = trait_correlations(np.column_stack([scores.column(t).to_numpy() for t in TRAITS]))
     return {
-        "bank": str(bank),
         "instrument": instrument.id,
         "personas": scores.num_rows,
         "flagged": int(flagged.sum()),
@@ -176,17 +171,17 @@ def reliability_report(
     }
 
 
-def _bank_instrument(ids: list[str | None]) -> Instrument:
+def _scored_instrument(ids: list[str | None]) -> Instrument:
     present = sorted({i for i in ids if i})
     if len(present) != 1:
         raise PersonagenError(
-            f"the bank was scored with {len(present)} instruments ({', '.join(present) or 'none'});"
-            " choose one with --instrument"
+            f"the personas were scored with {len(present)} instruments "
+            f"({', '.join(present) or 'none'}); choose one with --instrument"
         )
     if present[0] not in BUILTIN:
         raise PersonagenError(
-            f"the bank was scored with the custom instrument {present[0]!r}; pass its file with "
-            "--instrument"
+            f"the personas were scored with the custom instrument {present[0]!r}; pass its file "
+            "with --instrument"
         )
     return BUILTIN[present[0]]
 
@@ -205,58 +200,3 @@ def to_json(value: Any) -> Any:
     if isinstance(value, float) and math.isnan(value):
         return None
     return value
-
-
-def print_reliability(report: dict[str, Any], console: Console | None = None) -> None:
-    """The report as two readable tables and a line about flagged personas."""
-    console = console or Console()
-    table = Table(
-        title=f"reliability: {report['bank']} ({report['instrument']}, "
-        f"{report['personas']:,} personas)",
-        title_justify="left",
-    )
-    for name in ("trait", "n", "items", "alpha", "alpha unflagged", "weakest item r", "items r<0"):
-        table.add_column(name, justify="left" if name == "trait" else "right")
-    for trait, row in report["traits"].items():
-        item_r = {k: v for k, v in row["item_total"].items() if _finite(v)}
-        weakest = min(item_r, key=item_r.get) if item_r else None
-        table.add_row(
-            trait,
-            f"{row['n']:,}",
-            str(row["items"]),
-            _num(row["alpha"]),
-            _num(row["alpha_unflagged"]),
-            f"{_num(item_r[weakest])} ({weakest})" if weakest else "-",
-            str(sum(r < 0 for r in item_r.values())),
-        )
-    console.print(table)
-    corr = report["correlations"]
-    human = corr["human"]
-    table = Table(
-        title=f"trait correlations: bank / human ({corr['human_source']})", title_justify="left"
-    )
-    table.add_column("")
-    for trait in corr["traits"]:
-        table.add_column(trait[:5], justify="right")
-    for i, trait in enumerate(corr["traits"]):
-        cells = []
-        for j in range(len(corr["traits"])):
-            cell = _num(corr["bank"][i][j])
-            cells.append(cell if human is None else f"{cell} / {_num(human[i][j])}")
-        table.add_row(trait, *cells)
-    console.print(table)
-    if corr["mean_abs_difference"] is not None:
-        console.print(f"mean |bank - human| off the diagonal: {corr['mean_abs_difference']:.3f}")
-    counts = ", ".join(f"{flag} {n:,}" for flag, n in report["flag_counts"].items())
-    console.print(
-        f"flagged personas: {report['flagged']:,} of {report['personas']:,} "
-        f"({report['flagged_fraction']:.1%})" + (f": {counts}" if counts else "")
-    )
-
-
-def _finite(value: float | None) -> bool:
-    return value is not None and not math.isnan(value)
-
-
-def _num(value: float | None) -> str:
-    return f"{value:.2f}" if _finite(value) else "-"

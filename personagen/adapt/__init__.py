@@ -1,1 +1,0 @@
-"""Task-specific adaptation: persona embeddings, the FAISS index, retrieval."""

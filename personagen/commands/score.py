@@ -1,0 +1,126 @@
+"""`personagen score BANK`: personas answer a Big Five inventory as themselves.
+
+Which personas: those the judge kept, and those without a verdict (mined with `--no-judge`, or
+whose judgement failed) unless `score.only_kept`; personas the judge rejected never. A re-run
+skips personas already scored or recorded as failed. The answer mode (`score.mode`) is resolved
+once per run, by a probe request where it depends on the endpoint (`resolve_mode`). With
+`score.consistency`, extreme traits are then checked against the narratives. A bank holds the
+scores of one instrument: scoring it with another is refused (`--replace` re-scores it all).
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from personagen.commands.consistency import check_pending
+from personagen.commands.render import llm_rows
+from personagen.config import Config, ScoreConfig
+from personagen.errors import PersonagenError
+from personagen.io.bank import KEY, Bank
+from personagen.psychometrics.instruments import Instrument, get_instrument
+from personagen.psychometrics.scoring import check_min_items
+from personagen.runtime.context import RunContext, run_stage
+from personagen.runtime.summary import Summary
+from personagen.stages import consistency as checking
+from personagen.stages.score import STAGE, resolve_mode, score_stage
+
+
+def score(cfg: Config, bank: str | Path, *, replace: bool = False) -> Summary:
+    """Score every persona of `bank` that should be and is not yet (nor failed) with
+    `score.instrument`; then, with `score.consistency`, check extreme traits against the
+    narratives. `replace` drops the bank's scores (and consistency verdicts) first."""
+    ctx = RunContext(cfg, bank, STAGE)
+    if not ctx.bank.has("personas"):
+        raise PersonagenError(f"no personas in {ctx.bank.path} (run `personagen mine` first)")
+    instrument = get_instrument(cfg.score.instrument)
+    check_min_items(instrument, cfg.score.min_items_per_trait)
+    if replace:
+        ctx.bank.drop(["scores", checking.STAGE], [STAGE, checking.STAGE])
+    claim_instrument(ctx.bank, instrument)
+    pending, counts = pending_personas(ctx.bank, cfg.score)
+    if pending.num_rows:
+        counts.update(score_pending(ctx, instrument, pending))
+    counts.update(bank_counts(ctx.bank))
+    stages = [STAGE]
+    if cfg.score.consistency:
+        stages.append(checking.STAGE)
+        counts.update(check_pending(ctx))
+    return ctx.finish(Summary(STAGE, counts, stages, rows=llm_rows(stages, counts)))
+
+
+def claim_instrument(bank: Bank, instrument: Instrument) -> None:
+    """One instrument per bank: its scores compare only with scores of the same items."""
+    bank.claim(
+        STAGE,
+        {"instrument": instrument.id},
+        lambda recorded: (
+            f"bank {bank.path} is scored with {recorded['instrument']!r}, not "
+            f"{instrument.id!r}: score with --instrument {recorded['instrument']}, or pass "
+            f"--replace to re-score every persona with {instrument.id}"
+        ),
+        held=bank.has("scores"),
+    )
+
+
+def score_pending(ctx: RunContext, instrument: Instrument, pending: pa.Table) -> Counter[str]:
+    """Score the `pending` personas (id, narrative, kept) into the bank's `scores` group."""
+    ctx.start_ray()
+    with ctx.endpoints([STAGE]) as (endpoint,):
+        llm = ctx.llm(STAGE)
+        mode, probe = resolve_mode(ctx.cfg.score, instrument, llm, endpoint, ctx.cache_dir)
+        stage = score_stage(ctx.cfg, instrument, mode)
+        counts = run_stage(ctx, stage, pending, "scores", endpoint)
+    counts.update(probe.counts(STAGE))
+    return counts
+
+
+def pending_personas(bank: Bank, settings: ScoreConfig) -> tuple[pa.Table, Counter[str]]:
+    """Personas to score now (id, narrative, kept), and how the bank's personas divide:
+    `bank:personas` = rejected + unjudged left out + already done + to do."""
+    personas = bank.read("personas", [KEY, "narrative"])
+    quality = bank.read("quality", [KEY, "kept"])
+    at = pc.index_in(personas.column(KEY), value_set=quality.column(KEY))
+    kept = quality.column("kept").take(at)
+    personas = personas.append_column("kept", kept)
+    rejected = pc.fill_null(pc.equal(kept, False), False)
+    unjudged = pc.is_null(kept)
+    left_out = pc.and_(unjudged, pa.scalar(settings.only_kept))
+    finished = pc.is_in(personas.column(KEY), value_set=bank.done("scores", failed_stage=STAGE))
+    excluded = pc.or_(rejected, left_out)
+    todo = pc.and_(pc.invert(excluded), pc.invert(finished))
+    counts = Counter(
+        {
+            "bank:personas": personas.num_rows,
+            "score:rejected": _count(rejected),
+            "score:unjudged": _count(unjudged),
+            "score:unjudged_left_out": _count(left_out),
+            "score:skipped_done": _count(pc.and_(pc.invert(excluded), finished)),
+            "score:todo": _count(todo),
+        }
+    )
+    return personas.filter(todo), counts
+
+
+def _count(mask: pa.Array | pa.ChunkedArray) -> int:
+    return int(pc.sum(mask).as_py() or 0)
+
+
+def bank_counts(bank: Bank) -> Counter[str]:
+    """Bank-wide figures after the run: personas scored, flagged, by answer mode, failed items."""
+    scores = bank.read("scores", [KEY, "answer_mode", "score_flags", "item_errors"])
+    counts: Counter[str] = Counter({"bank:scored": scores.num_rows})
+    flags = scores.column("score_flags").to_pylist()
+    counts["bank:flagged"] = sum(bool(f) for f in flags)
+    for row in flags:
+        for flag in {f.split(":", 1)[0] for f in row or []}:
+            counts[f"bank:flag:{flag}"] += 1
+    for mode in scores.column("answer_mode").to_pylist():
+        counts[f"bank:mode:{mode}"] += 1
+    counts["bank:failed_items"] = sum(
+        len(e or []) for e in scores.column("item_errors").to_pylist()
+    )
+    return counts

@@ -1,0 +1,539 @@
+"""Psychometric scoring: every persona answers a personality inventory "as itself".
+
+Each persona to be scored answers the items of the instrument (`score.instrument`, IPIP-50 by
+default), one row per persona; the row gets the bank's `scores` columns: the items in the order
+asked, the responses, the five trait scores and the quality flags. Which personas: those the
+judge kept, and those without a verdict (mined with `--no-judge`, or whose judgement failed)
+unless `score.only_kept`; personas the judge rejected never.
+
+How a persona answers (`score.mode`):
+
+- `logprob` (what `auto` picks where the endpoint returns `top_logprobs`): one request per item,
+  a one-token answer with its top alternatives; the probabilities of the scale's answer tokens,
+  renormalised, give the expected response and its entropy (`psychometrics.answers`). Support is
+  detected once per run by a probe request; a response that still comes without logprobs is read
+  as a text answer (the persona's `answer_mode` is then `logprob+text`).
+- `text`: one request per item, the answer must be a scale point and nothing else.
+- `batch`: all items (or `score.items_per_request` of them) in one JSON answer, one field per item.
+
+An answer that is not a point of the scale is asked again with a repair message (up to
+`score.item_retries` times); transport errors are retried by the client. An item that still has
+no answer is recorded: null response, its reason in `item_errors`, the persona flagged
+`failed_items:<n>`. A persona that would get a trait from fewer than `score.min_items_per_trait`
+items fails instead (recorded in `failures` with the traits short of items), and its remaining
+requests are cancelled as soon as that is certain.
+
+Prompt: the persona comes first and the item last, so the requests of one persona share their
+prefix and server-side prompt caches (llama.cpp's slot cache, OpenAI/vLLM prefix caching) reuse
+it. Items are asked in an order shuffled per persona (order effects) with a seed derived from
+`seed` and the persona id (`persona_seed`), stored as `score_seed`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+import math
+from collections import Counter
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+from pydantic import RootModel, ValidationInfo, model_validator
+
+from personagen import TRAITS
+from personagen.config import Config, LLMConfig, ScoreConfig
+from personagen.errors import PersonagenError
+from personagen.io.bank import GROUPS, KEY
+from personagen.llm.cache import ResponseCache, host_cache_path
+from personagen.llm.client import Endpoint, LLMClient, LLMRequestError
+from personagen.llm.prompts import Messages, Prompt, load_prompt
+from personagen.llm.structured import OutputError
+from personagen.llm.usage import Usage
+from personagen.psychometrics.answers import (
+    NoScaleAnswer,
+    answer_distribution,
+    answer_point,
+    supports_logprobs,
+)
+from personagen.psychometrics.flags import FAILED_ITEMS, quality_flags
+from personagen.psychometrics.instruments import Instrument, Item, Scale
+from personagen.psychometrics.scoring import align_responses, trait_scores
+from personagen.stages.base import DrivenStage, LLMStage, Request, Stage, row_failure
+
+log = logging.getLogger(__name__)
+
+STAGE = "score"
+TEXT_MAX_TOKENS = 8
+"""Room for "3", "3." or a short refusal, whose text then shows in the failure reason."""
+BATCH_TOKENS_PER_ITEM = 12
+PROBE_MESSAGES: Messages = [
+    {"role": "user", "content": "How much do you like music? Answer with one digit from 1 to 5."}
+]
+
+SCORE_COLUMNS = pa.schema([field for field in GROUPS["scores"] if field.name != KEY])
+
+
+class InvalidItemAnswer(OutputError):
+    """No answer on the scale for one item, after the repair requests."""
+
+
+class TooFewItems(OutputError):
+    """A trait would be scored from fewer items than the minimum: the persona fails."""
+
+
+# ------------------------------------------------------------------------------ prompts
+
+
+def item_prompt() -> Prompt:
+    return load_prompt("score")
+
+
+class BatchAnswers(RootModel[dict[str, int]]):
+    """Batch mode's answer: item id -> scale point, for exactly the items asked (`ids`, `min`
+    and `max` in the validation context). One generic model: building a pydantic model per
+    persona's item order costs ~9 ms; the per-request order lives in the schema instead."""
+
+    @model_validator(mode="after")
+    def _asked_items(self, info: ValidationInfo) -> BatchAnswers:
+        context = info.context or {}
+        ids, lo, hi = context.get("ids", []), context.get("min"), context.get("max")
+        missing = [i for i in ids if i not in self.root]
+        extra = [i for i in self.root if i not in set(ids)]
+        off = [i for i, v in self.root.items() if lo is not None and not lo <= v <= hi]
+        problems = [
+            f"{what}: {', '.join(items[:8])}"
+            for what, items in (
+                ("missing items", missing),
+                ("unknown items", extra),
+                (f"ratings outside {lo}-{hi}", off),
+            )
+            if items
+        ]
+        if problems:
+            raise ValueError("; ".join(problems))
+        return self
+
+
+def batch_schema(items: list[Item], scale: Scale) -> dict[str, Any]:
+    """The JSON schema of one batch request: one integer property per item, in the order
+    asked (a grammar-constrained decoder answers them in this order). The points are an enum:
+    llama.cpp's grammar ignores `minimum`/`maximum` and lets a small model answer 0 or 8."""
+    rating = {"type": "integer", "enum": list(scale.points)}
+    return {
+        "type": "object",
+        "properties": {item.id: rating for item in items},
+        "required": [item.id for item in items],
+        "additionalProperties": False,
+    }
+
+
+def batch_prompt() -> Prompt:
+    return load_prompt("score-batch", BatchAnswers)
+
+
+def scale_text(scale: Scale) -> str:
+    return ", ".join(
+        f"{point} = {label}" for point, label in zip(scale.points, scale.labels, strict=True)
+    )
+
+
+def scale_slots(scale: Scale) -> dict[str, str]:
+    return {"MIN": str(scale.min), "MAX": str(scale.max)}
+
+
+# ------------------------------------------------------------------------------ item order
+
+
+def persona_seed(seed: int, persona_id: str) -> int:
+    """The shuffle seed of one persona: reproducible from the run's `seed` and the persona id,
+    independent of which worker scores it and in which order."""
+    digest = hashlib.sha256(f"{seed}:{persona_id}".encode()).digest()
+    return int.from_bytes(digest[:8], "big") >> 1  # fits int64
+
+
+def item_order(instrument: Instrument, seed: int) -> list[Item]:
+    """The instrument's items in the order a persona with shuffle seed `seed` is asked them."""
+    order = np.random.default_rng(seed).permutation(len(instrument.items))
+    return [instrument.items[i] for i in order]
+
+
+# ------------------------------------------------------------------------------ one persona
+
+
+@dataclass(frozen=True)
+class ScoreParams:
+    instrument: Instrument
+    mode: str
+    """Resolved: logprob, text or batch."""
+    prompt: Prompt
+    seed: int
+    settings: ScoreConfig
+    model: str = ""
+
+
+@dataclass(frozen=True)
+class ItemAnswer:
+    value: float
+    entropy: float | None
+    mode: str
+
+
+def takes(row: dict[str, Any], params: ScoreParams) -> bool:
+    """Whether a persona is scored: kept by the judge, or not judged (unless `only_kept`)."""
+    kept = row.get("kept")
+    return kept is True or (kept is None and not params.settings.only_kept)
+
+
+async def score_row(
+    client: LLMClient, row: dict[str, Any], usage: Usage, params: ScoreParams
+) -> dict[str, Any]:
+    """One persona (`persona_id`, `narrative`) -> the bank's `scores` columns: the driver of
+    the per-item modes, and of batch mode in several chunks."""
+    seed = persona_seed(params.seed, row[KEY])
+    order = item_order(params.instrument, seed)
+    if params.mode == "batch":
+        answers, errors = await _ask_batches(client, row["narrative"], order, usage, params)
+    else:
+        answers, errors = await _ask_items(client, row["narrative"], order, usage, params)
+    return score_columns(params, seed, order, answers, errors)
+
+
+def score_columns(
+    params: ScoreParams,
+    seed: int,
+    order: list[Item],
+    answers: dict[str, ItemAnswer],
+    errors: dict[str, str],
+) -> dict[str, Any]:
+    """The `scores` columns of one persona's answers (in the order asked) and failed items;
+    raises `TooFewItems` when a trait is left with fewer than the minimum."""
+    ids = [item.id for item in order]
+    short = _short_traits(params, Counter(item.trait for item in order if item.id in errors))
+    if short:
+        raise TooFewItems(_too_few(short, ids, errors, params))
+    values = [answers[i].value if i in answers else None for i in ids]
+    responses = align_responses([ids], [values], params.instrument)
+    traits = trait_scores(responses, params.instrument, params.settings.min_items_per_trait)[0]
+    flags = quality_flags(responses, params.instrument, params.settings)[0]
+    if errors:
+        flags.append(f"{FAILED_ITEMS}{len(errors)}")
+    modes = {answer.mode for answer in answers.values()}
+    return {
+        "instrument": params.instrument.id,
+        "answer_mode": "+".join(m for m in ("logprob", "text", "batch") if m in modes),
+        "item_ids": ids,
+        "item_responses": values,
+        "item_entropy": [answers[i].entropy if i in answers else None for i in ids],
+        **{trait: _finite(traits[k]) for k, trait in enumerate(TRAITS)},
+        "score_flags": flags,
+        "score_model": params.model,
+        "score_prompt_version": params.prompt.version,
+        "score_seed": seed,
+        "item_errors": [f"{i}: {errors[i]}" for i in ids if i in errors],
+    }
+
+
+# ------------------------------------------------------------ batch mode, one request a persona
+
+
+def batch_request(row: dict[str, Any], params: ScoreParams) -> Request | None:
+    """Every item of the instrument in one JSON answer, in the persona's shuffled order (None
+    for a persona that is not scored)."""
+    if not takes(row, params):
+        return None
+    order = item_order(params.instrument, persona_seed(params.seed, row[KEY]))
+    return _batch_request(params, row["narrative"], order)
+
+
+def batch_parse(row: dict[str, Any], answer: BatchAnswers, params: ScoreParams) -> dict[str, Any]:
+    seed = persona_seed(params.seed, row[KEY])
+    order = item_order(params.instrument, seed)
+    answers = {item.id: ItemAnswer(float(answer.root[item.id]), None, "batch") for item in order}
+    return score_columns(params, seed, order, answers, {})
+
+
+def batch_explain(row: dict[str, Any], reason: str, params: ScoreParams) -> str:
+    """A failed batch request fails every item: the persona is short of items in every trait."""
+    order = item_order(params.instrument, persona_seed(params.seed, row[KEY]))
+    errors = dict.fromkeys((item.id for item in order), reason)
+    short = _short_traits(params, Counter(item.trait for item in order))
+    return _too_few(short, [item.id for item in order], errors, params)
+
+
+def _finite(value: float) -> float | None:
+    return None if math.isnan(value) else float(value)
+
+
+def _short_traits(params: ScoreParams, failed: Counter[str]) -> dict[str, tuple[int, int]]:
+    """Traits whose answered items fall below the minimum: trait -> (answered, items)."""
+    minimum = params.settings.min_items_per_trait
+    sizes = Counter(item.trait for item in params.instrument.items)
+    return {
+        trait: (sizes[trait] - n, sizes[trait])
+        for trait, n in failed.items()
+        if sizes[trait] - n < minimum
+    }
+
+
+def _too_few(
+    short: dict[str, tuple[int, int]], ids: list[str], errors: dict[str, str], params: ScoreParams
+) -> str:
+    traits = ", ".join(f"{t} at most {a} of {n}" for t, (a, n) in sorted(short.items()))
+    first = next(i for i in ids if i in errors)  # the first failed item in the order asked
+    return (
+        f"too few items answered: {traits} (minimum {params.settings.min_items_per_trait}); "
+        f"{len(errors)} items failed, e.g. {first}: {errors[first]}"
+    )
+
+
+def item_messages(params: ScoreParams, narrative: str, item: Item) -> Messages:
+    scale = params.instrument.scale
+    data = {"persona": narrative, "scale": scale_text(scale), "statement": item.text}
+    return params.prompt.messages(data, scale_slots(scale))
+
+
+def batch_messages(params: ScoreParams, narrative: str, items: list[Item]) -> Messages:
+    scale = params.instrument.scale
+    data = {
+        "persona": narrative,
+        "scale": scale_text(scale),
+        "statements": [{"id": item.id, "text": item.text} for item in items],
+    }
+    return params.prompt.messages(data, scale_slots(scale))
+
+
+async def _ask_items(
+    client: LLMClient, narrative: str, order: list[Item], usage: Usage, params: ScoreParams
+) -> tuple[dict[str, ItemAnswer], dict[str, str]]:
+    """Every item as its own request, all in flight at once (the client bounds concurrency).
+    Stops early, cancelling the rest, once a trait can no longer reach the minimum."""
+
+    async def attempt(item: Item) -> tuple[Item, ItemAnswer | str]:
+        try:
+            return item, await ask_item(
+                client, item_messages(params, narrative, item), usage, params
+            )
+        except (OutputError, LLMRequestError) as exc:
+            return item, row_failure(exc)
+
+    tasks = [asyncio.ensure_future(attempt(item)) for item in order]
+    answers: dict[str, ItemAnswer] = {}
+    errors: dict[str, str] = {}
+    failed: Counter[str] = Counter()
+    try:
+        for finished, next_done in enumerate(asyncio.as_completed(tasks), 1):
+            item, result = await next_done
+            if isinstance(result, ItemAnswer):
+                answers[item.id] = result
+                continue
+            errors[item.id] = result
+            failed[item.trait] += 1
+            short = _short_traits(params, failed)
+            if short and finished < len(tasks):
+                ids = [item.id for item in order]
+                raise TooFewItems(_too_few(short, ids, errors, params) + " (stopped early)")
+    finally:
+        pending = [task for task in tasks if not task.done()]
+        for task in pending:
+            task.cancel()
+        await asyncio.gather(*pending, return_exceptions=True)
+    return answers, errors
+
+
+async def ask_item(
+    client: LLMClient, messages: Messages, usage: Usage, params: ScoreParams
+) -> ItemAnswer:
+    """One item in logprob or text mode, re-asked with a repair message while the answer is not
+    a scale point. Raises `InvalidItemAnswer` (or the client's `LLMRequestError`)."""
+    scale = params.instrument.scale
+    logprobs = params.mode == "logprob"
+    tries = params.settings.item_retries + 1
+    for attempt in range(tries):
+        completion = await client.chat(
+            messages,
+            prompt_version=params.prompt.version,
+            max_tokens=1 if logprobs else TEXT_MAX_TOKENS,
+            top_logprobs=params.settings.top_logprobs if logprobs else None,
+            usage=usage,
+        )
+        top = completion.top_logprobs(0) if logprobs else []
+        if top:
+            try:
+                dist = answer_distribution(top, scale)
+                return ItemAnswer(dist.expected, dist.entropy, "logprob")
+            except NoScaleAnswer as exc:
+                error = str(exc)
+        else:  # text mode, or an answer that came without logprobs
+            point = answer_point(completion.text, scale)
+            if point is not None:
+                return ItemAnswer(float(point), None, "text")
+            error = f"{completion.text[:60]!r} is not one digit from {scale.min} to {scale.max}"
+        if attempt + 1 < tries:
+            messages = params.prompt.repair_messages(messages, completion.text, error)
+            usage.repairs += 1
+    raise InvalidItemAnswer(f"invalid answer after {tries} attempts: {error}")
+
+
+async def _ask_batches(
+    client: LLMClient, narrative: str, order: list[Item], usage: Usage, params: ScoreParams
+) -> tuple[dict[str, ItemAnswer], dict[str, str]]:
+    """The items in JSON answers of `items_per_request` items each (default: all at once)."""
+    size = params.settings.items_per_request or len(order)
+    chunks = [order[start : start + size] for start in range(0, len(order), size)]
+    results = await asyncio.gather(
+        *(_ask_batch(client, narrative, chunk, usage, params) for chunk in chunks),
+        return_exceptions=True,
+    )
+    answers: dict[str, ItemAnswer] = {}
+    errors: dict[str, str] = {}
+    for chunk, result in zip(chunks, results, strict=True):
+        if isinstance(result, (OutputError, LLMRequestError)):
+            errors.update(dict.fromkeys((item.id for item in chunk), row_failure(result)))
+        elif isinstance(result, BaseException):
+            raise result
+        else:
+            answers.update(result)
+    return answers, errors
+
+
+async def _ask_batch(
+    client: LLMClient, narrative: str, items: list[Item], usage: Usage, params: ScoreParams
+) -> dict[str, ItemAnswer]:
+    request = _batch_request(params, narrative, items)
+    answer = await client.structured(
+        request.messages,
+        request.answer,
+        prompt_version=request.prompt_version,
+        context=request.context,
+        max_tokens=request.max_tokens,
+        usage=usage,
+        schema=request.schema,
+    )
+    return {item.id: ItemAnswer(float(answer.root[item.id]), None, "batch") for item in items}
+
+
+def _batch_request(params: ScoreParams, narrative: str, items: list[Item]) -> Request:
+    scale = params.instrument.scale
+    return Request(
+        batch_messages(params, narrative, items),
+        BatchAnswers,
+        params.prompt.version,
+        schema=batch_schema(items, scale),
+        context={"ids": [item.id for item in items], "min": scale.min, "max": scale.max},
+        max_tokens=BATCH_TOKENS_PER_ITEM * len(items) + 32,
+    )
+
+
+# ------------------------------------------------------------------------------ the mode
+
+
+async def probe_logprobs(
+    llm: LLMConfig, endpoint: Endpoint, k: int, cache_dir: str | None = None
+) -> tuple[bool, str, Usage]:
+    """(supported, why not, usage) of one request asking for the top-k alternatives; through
+    the response cache when given, so a resumed run does not ask again."""
+    cache = ResponseCache(host_cache_path(cache_dir)) if cache_dir else None
+    client = LLMClient(llm, endpoint, api_key=llm.api_key(), cache=cache, concurrency=1)
+    usage = Usage()
+    try:
+        completion = await client.chat(
+            PROBE_MESSAGES, prompt_version="score-probe", max_tokens=1, top_logprobs=k, usage=usage
+        )
+    except LLMRequestError as exc:
+        if exc.retryable:
+            raise PersonagenError(f"the scoring endpoint does not answer: {exc.reason}") from None
+        return False, exc.reason, usage
+    finally:
+        await client.aclose()
+    top = completion.top_logprobs(0)
+    if len(top) >= 2:
+        return True, "", usage
+    return False, "the answer has no top_logprobs" if not top else "only one alternative", usage
+
+
+def resolve_mode(
+    settings: ScoreConfig,
+    instrument: Instrument,
+    llm: LLMConfig,
+    endpoint: Endpoint,
+    cache_dir: str | None = None,
+) -> tuple[str, Usage]:
+    """The answer mode of this run (`auto`: logprob if the endpoint supports it, else text)."""
+    if settings.mode in ("text", "batch"):
+        return settings.mode, Usage()
+    if not supports_logprobs(instrument.scale):
+        scale = instrument.scale
+        if settings.mode == "logprob":
+            raise PersonagenError(
+                f"score.mode=logprob needs single-digit scale points; instrument "
+                f"{instrument.id!r} has {scale.min}-{scale.max} (use text or batch)"
+            )
+        return "text", Usage()
+    ok, why, usage = asyncio.run(probe_logprobs(llm, endpoint, settings.top_logprobs, cache_dir))
+    if ok:
+        return "logprob", usage
+    if settings.mode == "logprob":
+        raise PersonagenError(
+            f"score.mode=logprob, but the endpoint gives no top_logprobs ({why}); "
+            "use score.mode=auto or text"
+        )
+    log.warning("the endpoint gives no top_logprobs (%s): scoring in text mode", why)
+    return "text", usage
+
+
+# ------------------------------------------------------------------------------ the stage
+
+
+def score_stage(cfg: Config, instrument: Instrument, mode: str, after: str | None = None) -> Stage:
+    """The scoring stage (mode resolved, see `resolve_mode`): one request per persona in batch
+    mode with every item at once, else a driver of its item (or chunk) requests. In a chain
+    after the judge, personas the judge rejected pass through unscored."""
+    prompt = batch_prompt() if mode == "batch" else item_prompt()
+    params = ScoreParams(instrument, mode, prompt, cfg.seed, cfg.score, cfg.stage_llm(STAGE).model)
+    if mode == "batch" and requests_per_persona(params) == 1:
+        return LLMStage(
+            STAGE,
+            SCORE_COLUMNS,
+            params,
+            batch_request,
+            batch_parse,
+            prompt.version,
+            KEY,
+            after,
+            explain=batch_explain,
+            provenance=provenance(params),
+        )
+    return DrivenStage(
+        STAGE,
+        SCORE_COLUMNS,
+        params,
+        score_row,
+        takes,
+        prompt.version,
+        KEY,
+        after,
+        requests_per_row=requests_per_persona(params),
+        provenance=provenance(params),
+    )
+
+
+def requests_per_persona(params: ScoreParams) -> int:
+    """Requests one persona needs (retries and repairs aside)."""
+    items = len(params.instrument.items)
+    if params.mode == "batch":
+        return math.ceil(items / (params.settings.items_per_request or items))
+    return items
+
+
+def provenance(params: ScoreParams) -> dict[str, Any]:
+    """What the manifest records about the scores beyond the model and prompt."""
+    return {
+        "instrument": params.instrument.id,
+        "answer_mode": params.mode,
+        "shuffle_seed": params.seed,
+        "shuffle": "items in numpy default_rng(score_seed).permutation order; score_seed = "
+        "first 8 bytes of sha256('<seed>:<persona_id>') >> 1",
+    }

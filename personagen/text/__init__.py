@@ -1,0 +1,1 @@
+"""Text utilities of the pipeline: PII redaction, token budgets and windows, near-duplicates."""
