@@ -25,7 +25,7 @@ import numpy as np
 from scipy.optimize import linear_sum_assignment
 from scipy.stats import gaussian_kde
 
-from personagen.align import align
+from personagen.align.api import align
 from personagen.align.density import kde_log_density
 from personagen.evaluate.metrics import distribution_metrics
 from personagen.io.reference import load_reference

@@ -224,8 +224,8 @@ def pot_comparison(size: int, eps: float, max_iter: int) -> list[str]:
 
 def approximation_error(size: int, eps: float) -> list[str]:
     """Kernel truncation and reference compression against the exact (complete, all-rows) plan."""
-    from personagen.align import align
-    from personagen.config import AlignConfig
+    from personagen.align.api import align
+    from personagen.align.options import AlignOptions
     from personagen.evaluate.metrics import distribution_metrics
 
     x = synthetic(size, 1, persona=True)
@@ -247,9 +247,9 @@ def approximation_error(size: int, eps: float) -> list[str]:
     ]
     exact = None
     for label, options in variants:
-        cfg = AlignConfig(epsilon=eps, tol=1e-5, max_iter=20000, **options)
+        cfg = AlignOptions(epsilon=eps, tol=1e-5, max_iter=20000, **options)
         started = time.perf_counter()
-        result = align(x, y, n, method="ot", seed=0, config=cfg)
+        result = align(x, y, n, method="ot", seed=0, options=cfg)
         seconds = time.perf_counter() - started
         pi = result.weights * n
         if exact is None:

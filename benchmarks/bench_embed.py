@@ -4,10 +4,11 @@ Texts: persona-length excerpts (about 180 words) of real blogs from ../shared/da
 blogger; queries: the opening 30 words of a later post of the same blogger. In one run:
 
 1. Throughput of plain sentence-transformers `encode` (all cores, and one core), and of the
-   embed stage (`embed_bank` on a bank of these texts) for several actor/thread/batch layouts.
-   The stage's steady rate excludes actor start and model loading: it is the extra texts over the
-   extra seconds between a run on a quarter of the texts and a run on all of them. Plain encode
-   (all cores) is timed right before and after each layout, and the ratio uses their mean.
+   embed stage (`personagen.commands.embed.embed` on a bank of these texts) for several
+   actor/thread/batch layouts. The stage's steady rate excludes actor start and model loading:
+   it is the extra texts over the extra seconds between a run on a quarter of the texts and a
+   run on all of them. Plain encode (all cores) is timed right before and after each layout,
+   and the ratio uses their mean.
 2. Backends torch / onnx / onnx-int8 (when onnxruntime is installed): texts/s of plain encode,
    agreement of each backend's top-10 with the fp32 model's top-10 for the queries, and the task
    recall@10 (is the query's own blogger among the top 10).
@@ -31,12 +32,12 @@ import numpy as np
 import pyarrow as pa
 import torch
 
-from personagen.adapt.embed import embed_bank
-from personagen.adapt.embedder import load_embedder
-from personagen.cluster import init_ray
+from personagen.commands.embed import embed
 from personagen.config import Config, EmbedConfig, RayConfig
+from personagen.index.embedder import load_embedder
 from personagen.io.bank import GROUPS, write_group
 from personagen.io.blogs import read_blog_file
+from personagen.runtime.cluster import init_ray
 
 BLOGS = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "blogs" / "blogs"
 
@@ -83,7 +84,7 @@ def stage_seconds(texts: list[str], layout: str, work: Path) -> float:
     shutil.rmtree(bank, ignore_errors=True)
     write_bank(bank, texts)
     start = time.perf_counter()
-    summary = embed_bank(bank, cfg)
+    summary = embed(cfg, bank)
     seconds = time.perf_counter() - start
     assert summary.counts["embedded"] == len(texts), summary.counts
     shutil.rmtree(bank)

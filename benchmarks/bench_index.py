@@ -25,9 +25,11 @@ import faiss
 import numpy as np
 import pyarrow as pa
 
-from personagen.adapt.index import build_index, ivf_nlist, load_index, search, search_rows
 from personagen.config import Config
+from personagen.index.build import build_index, ivf_nlist
+from personagen.index.search import load_index, search, search_rows
 from personagen.io.bank import GROUPS, embedding_type, update_manifest, write_group
+from personagen.runtime.cluster import RayTasks
 
 MODEL_ID = "synthetic@000000000000"
 
@@ -183,14 +185,14 @@ def main() -> None:
     rows = []
     for kind in args.kinds.split(","):
         cfg.index.type = kind
-        info, build_s = timed(build_index, bank, cfg)
+        info, build_s = timed(build_index, bank, cfg.index, seed=cfg.seed, runner=RayTasks(cfg.ray))
         bi, load_s = timed(load_index, bank)
         number = np.array([int(p[1:]) for p in bi.ids.to_pylist()])
         raw, raw_build_s = timed(raw_index, kind, x, cfg, cfg.seed)
         singles = q[: args.single]
 
         def ours_batch(bi=bi):
-            return search(bi, q, args.k, cfg=cfg)
+            return search(bi, q, args.k, options=cfg.index, embedder=cfg.embed)
 
         def ours_rows(bi=bi):
             return search_rows(bi, q, args.k, None, cfg.index)
@@ -199,7 +201,9 @@ def main() -> None:
             return raw_search(kind, raw, x, q, args.k, cfg)
 
         def ours_single(bi=bi, singles=singles):
-            return [search(bi, v[None], args.k, cfg=cfg) for v in singles]
+            return [
+                search(bi, v[None], args.k, options=cfg.index, embedder=cfg.embed) for v in singles
+            ]
 
         def raw_single(kind=kind, raw=raw, singles=singles):
             return [raw_search(kind, raw, x, v[None], args.k, cfg) for v in singles]
@@ -209,10 +213,24 @@ def main() -> None:
         raw_found = raw_batch()[1]
         del raw
         _, columns_s = timed(bi.columns, ["attributes"])  # once per loaded index, then cached
-        filtered, f_s = timed(search, bi, q, args.k, filters=["attributes.gender=female"], cfg=cfg)
+        filtered, f_s = timed(
+            search,
+            bi,
+            q,
+            args.k,
+            filters=["attributes.gender=female"],
+            options=cfg.index,
+            embedder=cfg.embed,
+        )
         f_rows = _rows_of(filtered, args)
         filtered, r_s = timed(
-            search, bi, q, args.k, filters=["attributes.location=Reykjavik"], cfg=cfg
+            search,
+            bi,
+            q,
+            args.k,
+            filters=["attributes.location=Reykjavik"],
+            options=cfg.index,
+            embedder=cfg.embed,
         )
         r_rows = _rows_of(filtered, args)
         batch_s, rows_s, raw_batch_s, single_s, raw_single_s = best

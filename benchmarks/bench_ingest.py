@@ -25,8 +25,8 @@ import sys, time
 from pathlib import Path
 from personagen.config import load_config
 from personagen.io.blogs import read_blog_file
-from personagen.redact import redact
-from personagen.windowing import window_posts
+from personagen.text.redact import redact
+from personagen.text.windowing import window_posts
 cfg = load_config().ingest
 posts = 0
 for path in sorted(Path(sys.argv[1]).glob("*.xml")):

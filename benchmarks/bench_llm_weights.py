@@ -25,7 +25,7 @@ import llama_cpp
 import numpy as np
 from llama_cpp import Llama
 
-from personagen.demo import example_histories
+from personagen.commands.demo import example_histories
 from personagen.llm.server import default_model_path
 
 GENERATED = 200

@@ -22,7 +22,8 @@ from personagen.evaluate import metrics
 
 def _population(n: int, rng: np.random.Generator) -> np.ndarray:
     """Realistic trait rows: the builtin global model (discrete scores, real correlations)."""
-    from personagen.io.builtin import read_builtin, sample_summary
+    from personagen.io.builtin import read_builtin
+    from personagen.psychometrics.copula import sample_summary
 
     return sample_summary(read_builtin()["groups"]["global"], n, seed=int(rng.integers(1 << 30)))
 

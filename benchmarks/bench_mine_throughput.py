@@ -1,9 +1,9 @@
 """Throughput of the mining stage against an OpenAI-compatible stub with a fixed latency.
 
-For each concurrency C (requests in flight in all: `mine.actors` = A LLM actors with
-`llm.concurrency` = C / A each) it runs the real `personagen.mine.mine` (Ray Data, actor pool,
-bank sink; judge off, response cache off so every row is a request) and compares, in the same
-run:
+For each concurrency C (requests in flight in all: `pools.mine.actors` = A LLM actors with
+`llm.concurrency` = C / A each) it runs the real `personagen.commands.mine.mine` (Ray Data,
+actor pool, bank sink; judge off, response cache off so every row is a request) and compares,
+in the same run:
 
 - the ideal bound: C / latency requests per second;
 - a plain sequential loop of `openai` calls (what a naive script does): 1 / latency;
@@ -36,10 +36,10 @@ import pyarrow.parquet as pq
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from personagen.cluster import init_ray  # noqa: E402
+from personagen.commands.mine import mine  # noqa: E402
 from personagen.config import RayConfig, load_config  # noqa: E402
 from personagen.io.histories import HISTORY_COLUMNS  # noqa: E402
-from personagen.mine import mine  # noqa: E402
+from personagen.runtime.cluster import init_ray  # noqa: E402
 
 
 def write_histories(folder: Path, rows: int) -> Path:
@@ -140,14 +140,14 @@ def run_mine(
             f"llm.concurrency={concurrency // actors}",
             "llm.cache=false",
             "mine.judge=false",
-            f"mine.actors={actors}",
+            f"pools.mine.actors={actors}",
             "mine.min_words=5",
-            "mine.progress_s=60",
+            "progress_s=60",
         ],
     )
     stub(base_url, "/_reset", "POST")
     start = time.perf_counter()
-    summary = mine(histories.parent, workdir / f"bank{name}", cfg)
+    summary = mine(cfg, histories.parent, workdir / f"bank{name}")
     wall = time.perf_counter() - start
     assert summary.counts["mine:out"] == rows, summary.counts
     return stage_rate(stub(base_url, "/_stats"), latency), rows / wall

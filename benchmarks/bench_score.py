@@ -1,14 +1,14 @@
 """Scoring throughput: per-item (logprob) vs batch answers, against a stub and the embedded model.
 
 1. Stub endpoint (`tests/llm_test_server.py` in its own process, fixed latency per request):
-   the real `personagen.score.score` (Ray Data actor pool, bank sink; response cache off) on a
-   fresh bank per mode. Per-item mode sends 50 one-token requests per persona (IPIP-50), batch
-   mode one JSON request. Compared, in the same run, with the bound (concurrency / latency
-   requests per second) and the peer: a plain `openai.AsyncOpenAI` loop sending the same
-   one-token logprob requests with a semaphore of the same concurrency (no Ray, no bank).
-   The stub answers every request after the same latency whatever its length, which flatters
-   batch mode: a real server takes about as long per generated token, and a batch answer is
-   ~50 times longer than a one-token answer (see part 2 for a real model).
+   the real `personagen.commands.score.score` (Ray Data actor pool, bank sink; response cache
+   off) on a fresh bank per mode. Per-item mode sends 50 one-token requests per persona
+   (IPIP-50), batch mode one JSON request. Compared, in the same run, with the bound
+   (concurrency / latency requests per second) and the peer: a plain `openai.AsyncOpenAI` loop
+   sending the same one-token logprob requests with a semaphore of the same concurrency (no
+   Ray, no bank). The stub answers every request after the same latency whatever its length,
+   which flatters batch mode: a real server takes about as long per generated token, and a
+   batch answer is ~50 times longer than a one-token answer (see part 2 for a real model).
 
 2. Embedded llama.cpp server (SmolLM2-135M, one request at a time): seconds per persona of the
    stage's row function in each mode (no Ray: the model is the bottleneck), and what putting the
@@ -36,17 +36,19 @@ sys.path.insert(0, str(ROOT))
 
 from bench_mine_throughput import stage_rate, start_stub, stub  # noqa: E402
 
-from personagen.cluster import init_ray  # noqa: E402
-from personagen.config import EmbeddedLLMConfig, RayConfig, load_config  # noqa: E402
+from personagen.commands.score import score  # noqa: E402
+from personagen.config import RayConfig, load_config  # noqa: E402
 from personagen.io.bank import KEY, write_group  # noqa: E402
 from personagen.llm.client import LLMClient  # noqa: E402
+from personagen.llm.options import EmbeddedServerOptions  # noqa: E402
 from personagen.llm.prompts import encode_data  # noqa: E402
-from personagen.llm.runs import stage_llm  # noqa: E402
 from personagen.llm.server import EmbeddedServer  # noqa: E402
 from personagen.llm.structured import OutputError  # noqa: E402
 from personagen.llm.usage import Usage  # noqa: E402
 from personagen.psychometrics.instruments import IPIP_50  # noqa: E402
-from personagen.score import item_messages, scale_text, score, score_stage  # noqa: E402
+from personagen.runtime.cluster import init_ray  # noqa: E402
+from personagen.stages.base import ask  # noqa: E402
+from personagen.stages.score import item_messages, scale_text, score_stage  # noqa: E402
 
 NARRATIVES = [
     "This person is a retired librarian in a small coastal town who lives alone with two cats. "
@@ -105,15 +107,16 @@ def run_score(
         [
             f"llm.base_url={base_url}",
             f"llm.concurrency={concurrency // actors}",
-            f"score.actors={actors}",
-            f"score.batch_size={batch_size if batch_size else 'null'}",
+            f"pools.score.actors={actors}",
+            f"pools.score.batch_size={batch_size if batch_size else 'null'}",
             "llm.cache=false",
-            "mine.progress_s=60",
+            "progress_s=60",
+            f"score.mode={mode}",
         ],
     )
     stub(base_url, "/_reset", "POST")
     start = time.perf_counter()
-    summary = score(bank, cfg, mode=mode)
+    summary = score(cfg, bank)
     wall = time.perf_counter() - start
     assert summary.counts["score:out"] == personas, summary.counts
     stats = stub(base_url, "/_stats")
@@ -183,7 +186,7 @@ async def persona_seconds(
 ) -> tuple[float, Usage, list[str]]:
     """(seconds per persona, usage, failure reasons) of the row function on `n` personas."""
     cfg = load_config(None, [f"llm.base_url={base_url}", "llm.timeout_s=300"])
-    llm = stage_llm(cfg, cfg.score.endpoint(cfg.llm))
+    llm = cfg.stage_llm("score")
     stage = score_stage(cfg, IPIP_50, mode)
     client = LLMClient(llm, endpoint, concurrency=1)
     usage = Usage()
@@ -192,7 +195,7 @@ async def persona_seconds(
     for i in range(n):
         row = {KEY: f"bench{i}/0", "narrative": NARRATIVES[i % 4]}
         try:
-            await stage.process(client, row, usage, stage.params)
+            await ask(stage, client, row, usage)
         except OutputError as exc:
             failures.append(str(exc))
     await client.aclose()
@@ -229,7 +232,7 @@ def prefix_order_seconds(base_url: str, persona_first: bool) -> float:
 
 
 def embedded_part(args: argparse.Namespace) -> None:
-    with EmbeddedServer(EmbeddedLLMConfig(n_ctx=2048), "smollm2-135m-instruct") as server:
+    with EmbeddedServer(EmbeddedServerOptions(n_ctx=2048), "smollm2-135m-instruct") as server:
         print(f"embedded SmolLM2-135M, {args.embedded} personas per mode, IPIP-50")
         print(
             f"{'mode':>8} {'s/persona':>9} {'failed':>6} {'requests':>8} {'repairs':>7} "

@@ -48,7 +48,7 @@ from bench_embed import blog_texts  # noqa: E402
 from llm_test_server import Faults, LLMTestServer  # noqa: E402
 from synthetic import embed_and_index, query_writer  # noqa: E402
 
-from personagen.adapt.train import train_embedder  # noqa: E402
+from personagen.commands.train_embedder import train_embedder  # noqa: E402
 from personagen.config import load_config  # noqa: E402
 from personagen.io.bank import GROUPS, KEY, write_group  # noqa: E402
 from personagen.logs import setup_logging  # noqa: E402
@@ -106,8 +106,9 @@ def main() -> None:
             cfg = load_config(None, sets)
             cfg.train_embedder = cfg.train_embedder.model_copy(update=CONFIGS[name])
             start = time.perf_counter()
-            summary = train_embedder(bank, work / f"model-{name}", cfg, overwrite=True)
-            c = summary.counts
+            summary = train_embedder(cfg, bank, work / f"model-{name}", overwrite=True)
+            c, outputs = summary.counts, summary.outputs
+            training = json.loads((outputs["out"] / "training.json").read_text())
             rows.append(
                 {
                     "config": name,
@@ -116,10 +117,10 @@ def main() -> None:
                     "hard_negatives": c["hard_negatives"],
                     "dropped_false_negatives": c["dropped_false_negatives"],
                     "steps": c["steps"],
-                    "train_s": summary.info["train_s"],
+                    "train_s": training["train_s"],
                     "wall_s": round(time.perf_counter() - start, 1),
-                    "before": summary.before,
-                    "after": summary.after,
+                    "before": outputs["before"],
+                    "after": outputs["after"],
                 }
             )
             print(json.dumps(rows[-1]), flush=True)

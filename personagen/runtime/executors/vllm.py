@@ -123,10 +123,9 @@ def sampling_params(llm: LLMConfig, request: Request) -> dict[str, Any]:
 
 
 def noop_params(llm: LLMConfig) -> dict[str, Any]:
-    """One token for a row the stage does not take, with a constraint of the same kind as a
-    real request's (any JSON), so that `sampling_params` keeps one Arrow type in every block:
-    a block of skipped rows only must merge with a block of real requests."""
-    return {**sampling(llm, 1, 0.0), "structured_outputs": _constraint(llm, {})}
+    """One token, unconstrained; the same fields as a real request's, so that the dataset's
+    `sampling_params` keep one type across blocks."""
+    return {**sampling(llm, 1, 0.0), "structured_outputs": None}
 
 
 def _constraint(llm: LLMConfig, schema: dict[str, Any]) -> dict[str, Any] | None:
