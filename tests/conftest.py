@@ -24,8 +24,8 @@ def ray_local():
     """A small local Ray instance shared by the tests of one session."""
     import ray
 
-    from personagen.runtime.cluster import init_ray
     from personagen.config import RayConfig
+    from personagen.runtime.cluster import init_ray
 
     init_ray(RayConfig(num_cpus=2, object_store_mb=512))
     yield ray

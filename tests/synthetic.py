@@ -122,8 +122,8 @@ def embed_and_index(bank: Path) -> None:
     """Embed the bank's narratives with the packaged MiniLM in-process (no Ray actors: the fast
     tests skip the embed stage's start-up) and build its index."""
     from personagen.commands.index import index
-    from personagen.index.embedder import load_embedder
     from personagen.config import EmbedConfig, load_config
+    from personagen.index.embedder import load_embedder
     from personagen.io.bank import read_group
 
     personas = read_group(bank, "personas", ["persona_id", "narrative"])

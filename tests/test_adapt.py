@@ -21,17 +21,10 @@ from personagen import TRAITS
 from personagen.cli import cli
 from personagen.commands.adapt import adapt, trait_shift
 from personagen.commands.reference import load
-from personagen.index.retrieve import similarity_summary
-from personagen.index.search import search
-from personagen.stages.revise import (
-    Revision,
-    min_words,
-    revise_prompt,
-    target_group,
-    unchanged,
-)
 from personagen.config import Config, load_config
 from personagen.errors import PersonagenError
+from personagen.index.retrieve import similarity_summary
+from personagen.index.search import search
 from personagen.io.bank import (
     GROUPS,
     KEY,
@@ -42,6 +35,13 @@ from personagen.io.bank import (
 )
 from personagen.io.reference import load_reference
 from personagen.llm.structured import OutputError, parse_answer
+from personagen.stages.revise import (
+    Revision,
+    min_words,
+    revise_prompt,
+    target_group,
+    unchanged,
+)
 
 NARRATIVES = {
     "p1/0": "This person is a nurse in rural Ohio who works night shifts at a small hospital, "

@@ -13,14 +13,15 @@ from scipy.stats import spearmanr
 from personagen.align.api import align
 from personagen.align.compress import compress_reference
 from personagen.align.density import classifier_log_ratio, kde_log_ratio
+from personagen.align.options import AlignOptions
 from personagen.align.select import choose, inclusion_probabilities
 from personagen.align.sharded import Graph, local_shards
 from personagen.align.sinkhorn import sinkhorn
 from personagen.align.weights import psis, truncate
-from personagen.align.options import AlignOptions
+from personagen.config import RayConfig
 from personagen.errors import PersonagenError
-from personagen.runtime.align_shards import ray_shards
 from personagen.evaluate.metrics import distribution_metrics
+from personagen.runtime.align_shards import ray_shards
 
 positive_weights = arrays(
     np.float64,
@@ -210,7 +211,9 @@ def test_ray_shards_give_the_same_result_as_one_shard(ray_local):
     pool, ref = traits(rng, 3000, shift=0.3), traits(rng, 1500)
     cfg = AlignOptions(block_rows=256, knn=8, atoms=1000)
     one = align(pool, ref, 300, method="ot", seed=3, options=cfg)
-    many = align(pool, ref, 300, method="ot", seed=3, options=cfg, shards=ray_shards(3))
+    many = align(
+        pool, ref, 300, method="ot", seed=3, options=cfg, shards=ray_shards(RayConfig(), 3)
+    )
     assert many.diagnostics["ot"]["shards"] == 3 and many.diagnostics["ot"]["ray"]
     assert one.diagnostics["ot"]["atoms_method"] == "kmeans"
     assert np.array_equal(one.indices, many.indices)

@@ -8,8 +8,8 @@ import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from personagen.text.dedup import jaccard_estimate, near_duplicates, shingles, signatures
 from personagen.stages.judge import decide
+from personagen.text.dedup import jaccard_estimate, near_duplicates, shingles, signatures
 
 VOCAB = [f"w{i}" for i in range(60)]
 

@@ -9,8 +9,8 @@ from synthetic import persona_table
 
 from personagen.commands.embed import embed
 from personagen.config import Config, EmbedConfig
-from personagen.index.embedder import load_embedder
 from personagen.errors import PersonagenError
+from personagen.index.embedder import load_embedder
 from personagen.io.bank import (
     read_failures,
     read_group,

@@ -7,9 +7,9 @@ import importlib.util
 import numpy as np
 import pytest
 
-from personagen.index.embedder import fingerprint_folder, load_embedder, resolve_model
 from personagen.config import EmbedConfig
 from personagen.errors import PersonagenError
+from personagen.index.embedder import fingerprint_folder, load_embedder, resolve_model
 
 TEXTS = [
     "A retired teacher in a rural town who volunteers at the library.",

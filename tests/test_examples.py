@@ -5,9 +5,9 @@ from collections import Counter, defaultdict
 
 import pytest
 
-from personagen.config import load_config
 from personagen.commands.demo import example_histories
 from personagen.commands.ingest import ingest
+from personagen.config import load_config
 from personagen.io.histories import read_histories
 
 

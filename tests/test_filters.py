@@ -8,8 +8,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from personagen.index.filters import parse_filters, parse_where, where_mask
 from personagen.errors import PersonagenError
+from personagen.index.filters import parse_filters, parse_where, where_mask
 
 TABLE = pa.table(
     {

@@ -10,10 +10,10 @@ from synthetic import clustered_vectors, vector_bank
 
 from personagen.commands.index import index
 from personagen.config import Config
+from personagen.errors import PersonagenError
 from personagen.index.build import choose_kind, ivf_nlist, plan_rows, read_vectors
 from personagen.index.options import IndexOptions
 from personagen.index.search import load_index, search, search_rows
-from personagen.errors import PersonagenError
 from personagen.io.bank import embedding_type, read_group, read_manifest, write_group
 
 DIM = 32

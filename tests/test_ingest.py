@@ -7,9 +7,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from personagen.commands.ingest import ingest
 from personagen.config import load_config
 from personagen.errors import PersonagenError
-from personagen.commands.ingest import ingest
 from personagen.io.histories import read_histories
 from personagen.runtime.ingest import READ_TASK_BYTES, read_blocks
 from personagen.text.redact import PATTERNS

@@ -9,9 +9,9 @@ from hypothesis import given
 from hypothesis import strategies as st
 from pydantic import BaseModel
 
-from personagen.stages.judge import Judgement, judge_prompt
 from personagen.llm.prompts import encode_data, load_prompt, repair_messages
 from personagen.llm.structured import OutputError, extract_json, json_schema, parse_answer
+from personagen.stages.judge import Judgement, judge_prompt
 from personagen.stages.mine import Attributes, MinedPersona, mine_prompt
 
 NARRATIVE = "She teaches chemistry at a public school and spends weekends hiking. " * 6

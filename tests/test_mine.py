@@ -20,10 +20,10 @@ from conftest import shared_path
 from llm_test_server import Faults, LLMTestServer, schema_responder
 
 from personagen.cli import cli
+from personagen.commands.mine import mine
 from personagen.config import load_config
 from personagen.io.bank import KEY, read_bank, read_failures, read_group, read_manifest
 from personagen.io.histories import HISTORY_COLUMNS
-from personagen.commands.mine import mine
 from personagen.stages.judge import judge_prompt
 from personagen.stages.mine import mine_prompt
 

@@ -26,10 +26,10 @@ from personagen.commands.index import index
 from personagen.commands.train_embedder import train_embedder, write_queries
 from personagen.config import EmbedConfig, load_config
 from personagen.errors import PersonagenError
-from personagen.io.bank import KEY, read_failures, read_group, read_manifest
 from personagen.index.embedder import load_embedder, resolve_model
 from personagen.index.search import search
 from personagen.index.training import evaluate, filter_negatives, ir_evaluator, split_personas
+from personagen.io.bank import KEY, read_failures, read_group, read_manifest
 from personagen.llm.structured import OutputError, parse_answer
 from personagen.runtime.context import RunContext
 from personagen.stages.queries import PersonaQueries, queries_schema

@@ -292,7 +292,6 @@ def _run_stages(
     counts: Counter[str] = Counter()
     if not (to_revise.num_rows or to_score.num_rows):
         return counts
-    ctx.start_ray()
     with ctx.endpoints([revising.STAGE, SCORE_STAGE]) as (revise_ep, score_ep):
         if to_revise.num_rows:
             stage = revising.revise_stage(ctx.cfg, target or "", query)

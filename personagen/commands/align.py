@@ -29,7 +29,6 @@ from personagen.io.bank import KEY
 from personagen.io.personas import PersonaSet
 from personagen.io.reference import Reference
 from personagen.runtime.align_shards import ray_shards
-from personagen.runtime.cluster import init_ray
 from personagen.runtime.summary import Summary
 
 log = logging.getLogger(__name__)
@@ -89,8 +88,7 @@ def align(
     counts["reference"] = ref_table.num_rows
     shards = local_shards
     if acfg.shards is not None or table.num_rows >= acfg.ray_min_personas:
-        init_ray(cfg.ray)
-        shards = ray_shards(acfg.shards)
+        shards = ray_shards(cfg.ray, acfg.shards)
     result = solve(
         x,
         y,

@@ -65,7 +65,6 @@ def mine(cfg: Config, histories: str | Path, bank: str | Path, *, replace: bool 
     stages = [STAGE, judging.STAGE] if judge else [STAGE]
     ctx.bank.update_manifest(histories=source, config=cfg.masked())
     if todo or (judge and pending_personas(ctx.bank).num_rows):
-        ctx.start_ray()
         with ctx.endpoints([STAGE, judging.STAGE]) as (mine_ep, judge_ep):
             meta = tuple(n for n in schema.names if n not in NOT_META)
             chain = [(mine_stage(cfg, meta), mine_ep)]

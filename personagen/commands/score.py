@@ -68,7 +68,6 @@ def claim_instrument(bank: Bank, instrument: Instrument) -> None:
 
 def score_pending(ctx: RunContext, instrument: Instrument, pending: pa.Table) -> Counter[str]:
     """Score the `pending` personas (id, narrative, kept) into the bank's `scores` group."""
-    ctx.start_ray()
     with ctx.endpoints([STAGE]) as (endpoint,):
         llm = ctx.llm(STAGE)
         mode, probe = resolve_mode(ctx.cfg.score, instrument, llm, endpoint, ctx.cache_dir)

@@ -15,6 +15,8 @@ import numpy as np
 import ray
 
 from personagen.align.sharded import ShardFactory, ShardHost, Shards, shard_blocks
+from personagen.config import RayConfig
+from personagen.runtime.cluster import available_cpus, init_ray
 
 _RemoteHost = ray.remote(ShardHost)
 
@@ -38,10 +40,10 @@ class RayShards(Shards):
         self.actors = []
 
 
-def ray_shards(shards: int | None = None) -> ShardFactory:
+def ray_shards(cfg: RayConfig, shards: int | None = None) -> ShardFactory:
     """A `ShardFactory` that spreads the persona blocks over `shards` Ray actors (default: one
-    per CPU of the cluster)."""
-    return functools.partial(_ray_shards, shards=shards)
+    per CPU of the cluster), on the Ray `cfg` names (started when first needed)."""
+    return functools.partial(_ray_shards, cfg=cfg, shards=shards)
 
 
 def _ray_shards(
@@ -51,10 +53,10 @@ def _ray_shards(
     n_atoms: int,
     dtype: type = np.float64,
     *,
+    cfg: RayConfig,
     shards: int | None,
 ) -> RayShards:
-    from personagen.runtime.cluster import available_cpus
-
+    init_ray(cfg)
     cpus = available_cpus()
     ranges = shard_blocks(x.shape[0], block_rows, shards or cpus)
     # More shards than CPUs share them (a fraction each) instead of waiting for a free CPU.
