@@ -378,6 +378,28 @@ def _group_options(func: Callable[..., Any]) -> Callable[..., Any]:
     )(func)
 
 
+def _set_options(func: Callable[..., Any]) -> Callable[..., Any]:
+    """--personas / --reference: the persona set and the human reference it is measured by."""
+    func = click.option(
+        "--reference",
+        "reference",
+        required=True,
+        metavar="R",
+        help="Trait table, big5:PATH, ipip-ffm:PATH, spi:PATH or builtin:<group>.",
+    )(func)
+    return click.option(
+        "--personas", required=True, metavar="P", help="Bank folder or Parquet file with traits."
+    )(func)
+
+
+_repeats_option = click.option(
+    "--replace",
+    is_flag=True,
+    default=None,
+    help="Allow a persona to be chosen more than once (align.replace).",
+)
+
+
 @cli.group("reference", cls=_Group)
 def reference_group() -> None:
     """Human reference distributions: inspect one, list the regions, rebuild the builtin."""
@@ -436,16 +458,7 @@ def reference_build_builtin(
 
 
 @cli.command("evaluate")
-@click.option(
-    "--personas", required=True, metavar="P", help="Bank folder or Parquet file with traits."
-)
-@click.option(
-    "--reference",
-    "reference",
-    required=True,
-    metavar="R",
-    help="Trait table, big5:PATH, ipip-ffm:PATH, spi:PATH or builtin:<group>.",
-)
+@_set_options
 @click.option(
     "--before", default=None, metavar="P0", help="The persona set before alignment, to compare."
 )
@@ -477,16 +490,7 @@ def evaluate_command(
 
 
 @cli.command("align")
-@click.option(
-    "--personas", required=True, metavar="P", help="Bank folder or Parquet file with traits."
-)
-@click.option(
-    "--reference",
-    "reference",
-    required=True,
-    metavar="R",
-    help="Trait table, big5:PATH, ipip-ffm:PATH, spi:PATH or builtin:<group>.",
-)
+@_set_options
 @click.option("--n", "n", required=True, type=click.IntRange(min=1), help="Personas to choose.")
 @click.option(
     "--method",
@@ -500,9 +504,7 @@ def evaluate_command(
     default=None,
     help="Ray shards of the personas (default: one per CPU; small inputs run in-process).",
 )
-@click.option(
-    "--replace", is_flag=True, default=None, help="Allow a persona to be chosen more than once."
-)
+@_repeats_option
 @click.option(
     "--also",
     default=None,
@@ -651,9 +653,7 @@ def search_command(
     default=None,
     help="Alignment method (default: adapt.method, else align.method).",
 )
-@click.option(
-    "--replace", is_flag=True, default=None, help="Allow a persona to be chosen more than once."
-)
+@_repeats_option
 @click.option("--overwrite", is_flag=True, help="Start an earlier adaptation in --out over.")
 @_group_options
 @common_options(out=True, out_required=True)

@@ -1,11 +1,5 @@
-"""`personagen embed BANK`: persona narratives -> vectors in the bank's `embeddings` group.
-
-What is embedded: by default the persona's narrative alone (`embed.text=narrative`): it is the
-persona itself (what the simulation prompts with and what queries describe), while `attributes`
-are the miner's lossy extraction of the same narrative. `attributes+narrative` puts a compact
-attribute line first, so the facts queries filter on most (place, occupation, age) are inside the
-model's token window even when a long narrative is cut (MiniLM reads 256 word pieces; the summary
-counts the texts that were longer).
+"""`personagen embed BANK`: persona texts (`embed.text`, see `personagen.stages.embed`) ->
+vectors in the bank's `embeddings` group.
 
 The driver reads the personas not embedded yet (resumable: embedded ids and recorded failures
 are skipped), an actor pool embeds them (`personagen.runtime.embed`), and the summary proves

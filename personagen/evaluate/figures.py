@@ -15,6 +15,16 @@ from personagen.evaluate.metrics import weighted_corr
 _COLOURS = {"reference": "#444444", "before": "#d95f02", "after": "#1b9e77"}
 
 
+def pyplot() -> Any:
+    """matplotlib's pyplot on the Agg backend (no display), imported when a figure is drawn."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
 def png_base64(fig: Any) -> str:
     """A matplotlib figure as a base64 PNG (closed afterwards), for `figures`."""
     import matplotlib.pyplot as plt
@@ -31,11 +41,7 @@ def histograms(
     before: np.ndarray | None,
     reference_weights: np.ndarray | None,
 ) -> str:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     edges = np.linspace(0.95, 5.05, 42)
     fig, axes = plt.subplots(1, len(TRAITS), figsize=(3.2 * len(TRAITS), 2.8), sharey=True)
     for j, (ax, trait) in enumerate(zip(axes, TRAITS, strict=True)):
@@ -82,11 +88,7 @@ def heatmaps(
     before: np.ndarray | None,
     reference_weights: np.ndarray | None,
 ) -> str:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     panels = [("reference", weighted_corr(reference, reference_weights))]
     if before is not None:
         panels.append(("before", weighted_corr(before, None)))
@@ -108,11 +110,7 @@ def heatmaps(
 
 
 def weights_figure(weights: np.ndarray) -> str:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     w = weights / weights.sum() * weights.size
     positive = w[w > 0]
     fig, ax = plt.subplots(figsize=(6, 2.8))
@@ -130,11 +128,7 @@ def weights_figure(weights: np.ndarray) -> str:
 def similarity_figure(retrieved: np.ndarray, kept: np.ndarray) -> str:
     """Histograms of the query similarity of the retrieved personas and of those that went on
     to alignment (revised and scored), as a base64 PNG for the report."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(6, 3))
     bins = np.histogram_bin_edges(retrieved, bins=min(30, max(5, retrieved.size // 5)))
     ax.hist(retrieved, bins=bins, color="#9ab", label=f"retrieved (n={retrieved.size:,})")

@@ -25,7 +25,8 @@ from personagen.llm.client import Endpoint
 from personagen.runtime.cluster import init_ray
 from personagen.runtime.embed import map_embed_stage
 from personagen.runtime.executors import Executor, executor_for
-from personagen.runtime.executors.endpoint import EndpointExecutor, PoolSettings, rows_per_block
+from personagen.runtime.executors.base import PoolSettings, Step
+from personagen.runtime.executors.endpoint import EndpointExecutor, pool_settings, rows_per_block
 from personagen.runtime.progress import progress_counter
 from personagen.runtime.provenance import cache_folder, finish_run, record_stage
 from personagen.runtime.sinks import PartSink, stage_split
@@ -82,9 +83,19 @@ class RunContext:
         """A progress ledger for `stages` (see `progress_counter`)."""
         return progress_counter(stages, totals, self.cfg.progress_s)
 
-    def pool(self, stage: Stage, endpoint: Endpoint, rows: int) -> PoolSettings:
-        """The actor pool of `stage` sending `rows` rows' requests to `endpoint`."""
-        return EndpointExecutor().pool(self, stage, endpoint, rows)
+    def pool(
+        self, stage: Stage, endpoint: Endpoint, rows: int, actors: int | None = None
+    ) -> PoolSettings:
+        """The actor pool of `stage` sending `rows` rows' requests to `endpoint` (its own
+        `pools.<stage>` settings, else `actors`, else the defaults of `pool_settings`)."""
+        return pool_settings(
+            self.llm(stage.name),
+            endpoint,
+            rows,
+            self.cfg.pools.of(stage.name),
+            stage.requests_per_row,
+            actors,
+        )
 
     def map(
         self,
@@ -101,7 +112,9 @@ class RunContext:
         in a build's stream (`stream`), else through the endpoint."""
         self.record(stage, endpoint)
         executor = self.executor if stream else EndpointExecutor()
-        return executor.map(self, ds, stage, endpoint, rows=rows, progress=progress, actors=actors)
+        pool = self.pool(stage, endpoint, rows, actors)
+        step = Step(stage, endpoint, self.llm(stage.name), pool, self.cache_dir, progress)
+        return executor.map(ds, step)
 
     def finish(self, summary: Summary, *, record: bool = True) -> Summary:
         """Check the summary's counts and time it; with `record`, add its usage to the bank's

@@ -155,6 +155,21 @@ def bookkeeping(stage: Stage, error: str | None, usage: Usage) -> dict[str, Any]
     return out
 
 
+async def send(client: LLMClient, request: Request, usage: Usage) -> Any:
+    """The validated answer to `request` through `client` (one repair request after an invalid
+    answer); raises `OutputError` or `LLMRequestError`."""
+    return await client.structured(
+        request.messages,
+        request.answer,
+        prompt_version=request.prompt_version,
+        context=request.context,
+        max_tokens=request.max_tokens,
+        temperature=request.temperature,
+        usage=usage,
+        schema=request.schema,
+    )
+
+
 async def ask(
     stage: Stage, client: LLMClient, row: dict[str, Any], usage: Usage
 ) -> dict[str, Any] | None:
@@ -168,16 +183,7 @@ async def ask(
     if request is None:
         return None
     try:
-        answer = await client.structured(
-            request.messages,
-            request.answer,
-            prompt_version=request.prompt_version,
-            context=request.context,
-            max_tokens=request.max_tokens,
-            temperature=request.temperature,
-            usage=usage,
-            schema=request.schema,
-        )
+        answer = await send(client, request, usage)
     except (OutputError, LLMRequestError) as exc:
         if stage.explain is None:
             raise

@@ -25,7 +25,7 @@ import pyarrow as pa
 from pydantic import BaseModel, Field, field_validator
 
 from personagen.config import Config, DedupConfig
-from personagen.io.bank import KEY, QUALITY_TYPE
+from personagen.io.bank import GROUPS, KEY
 from personagen.llm.prompts import Prompt, load_prompt, posts_data
 from personagen.stages.base import LLMStage, Request
 from personagen.text import dedup
@@ -97,16 +97,7 @@ class JudgeParams:
     model: str
 
 
-JUDGE_COLUMNS = pa.schema(
-    [
-        ("quality", QUALITY_TYPE),
-        ("kept", pa.bool_()),
-        ("reject_reason", pa.string()),
-        ("duplicate_of", pa.string()),
-        ("judge_model", pa.string()),
-        ("judge_prompt_version", pa.string()),
-    ]
-)
+JUDGE_COLUMNS = pa.schema([field for field in GROUPS["quality"] if field.name != KEY])
 
 
 def judge_request(row: dict[str, Any], params: JudgeParams) -> Request:

@@ -61,7 +61,7 @@ from personagen.psychometrics.answers import (
 from personagen.psychometrics.flags import FAILED_ITEMS, quality_flags
 from personagen.psychometrics.instruments import Instrument, Item, Scale
 from personagen.psychometrics.scoring import align_responses, trait_scores
-from personagen.stages.base import DrivenStage, LLMStage, Request, Stage, row_failure
+from personagen.stages.base import DrivenStage, LLMStage, Request, Stage, row_failure, send
 
 log = logging.getLogger(__name__)
 
@@ -402,16 +402,7 @@ async def _ask_batches(
 async def _ask_batch(
     client: LLMClient, narrative: str, items: list[Item], usage: Usage, params: ScoreParams
 ) -> dict[str, ItemAnswer]:
-    request = _batch_request(params, narrative, items)
-    answer = await client.structured(
-        request.messages,
-        request.answer,
-        prompt_version=request.prompt_version,
-        context=request.context,
-        max_tokens=request.max_tokens,
-        usage=usage,
-        schema=request.schema,
-    )
+    answer = await send(client, _batch_request(params, narrative, items), usage)
     return {item.id: ItemAnswer(float(answer.root[item.id]), None, "batch") for item in items}
 
 

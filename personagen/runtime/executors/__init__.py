@@ -1,8 +1,8 @@
 """Executors: how a stage's requests reach a model, behind one interface.
 
 An executor opens the endpoints of a set of stages (`endpoints(llms)`, a context manager) and
-adds a stage to a Ray dataset (`map(ctx, ds, stage, endpoint, rows=..., progress=...)`). Both
-run the same stage objects (`personagen.stages.base`):
+adds a stage to a Ray dataset (`map(ds, step)`, see `base.Step`). Both run the same stage
+objects (`personagen.stages.base`):
 
 - `openai`   (`endpoint.EndpointExecutor`): an actor pool of OpenAI-compatible clients, against
              `llm.base_url` or the embedded llama.cpp server;
@@ -14,35 +14,10 @@ name (as Ray's `ProcessorBuilder.register` maps each engine's config to its buil
 
 from __future__ import annotations
 
-import contextlib
-from typing import TYPE_CHECKING, Any, Protocol
-
 from personagen.errors import PersonagenError
+from personagen.runtime.executors.base import Executor
 from personagen.runtime.executors.endpoint import EndpointExecutor
 from personagen.runtime.executors.vllm import VLLMExecutor
-
-if TYPE_CHECKING:
-    from personagen.config import LLMConfig
-    from personagen.llm.client import Endpoint
-    from personagen.runtime.context import RunContext
-    from personagen.stages.base import Stage
-
-
-class Executor(Protocol):
-    def endpoints(self, llms: list[LLMConfig]) -> contextlib.AbstractContextManager: ...
-
-    def map(
-        self,
-        ctx: RunContext,
-        ds: Any,
-        stage: Stage,
-        endpoint: Endpoint,
-        *,
-        rows: int,
-        progress: Any = None,
-        actors: int | None = None,
-    ) -> Any: ...
-
 
 EXECUTORS: dict[str, type[Executor]] = {
     "openai": EndpointExecutor,

@@ -16,8 +16,7 @@ import os
 import time
 from collections import Counter
 from collections.abc import Iterator
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import pyarrow as pa
 from pydantic import SecretStr
@@ -28,10 +27,8 @@ from personagen.llm.cache import ResponseCache, host_cache_path
 from personagen.llm.client import Endpoint, LLMClient
 from personagen.llm.server import EmbeddedServer, install_handlers
 from personagen.runtime.cluster import available_cpus
+from personagen.runtime.executors.base import PoolSettings, Step
 from personagen.stages.base import Stage, answer_row, append_results, output_schema, progress_counts
-
-if TYPE_CHECKING:
-    from personagen.runtime.context import RunContext
 
 PROGRESS_EVERY_S = 2.0
 """Longest wait between two progress reports of an actor while it works on a batch."""
@@ -81,16 +78,6 @@ def llm_endpoints(cfgs: list[LLMConfig]) -> Iterator[list[Endpoint]]:
 
 
 # ---------------------------------------------------------------------------- pools
-
-
-@dataclass(frozen=True)
-class PoolSettings:
-    """How a stage's actor pool is sized: actors x concurrency requests in flight."""
-
-    actors: int
-    concurrency: int
-    batch_size: int
-    actor_cpus: float
 
 
 def pool_settings(
@@ -193,40 +180,32 @@ class StageActor:
             self._reported_at = now
 
 
-def map_actor_pool(
-    ds: Any,
-    stage: Stage,
-    llm: LLMConfig,
-    endpoint: Endpoint,
-    pool: PoolSettings,
-    cache_dir: str | None,
-    progress: Any = None,
-) -> Any:
-    """Add `stage` to the Ray dataset `ds` as an actor pool of `StageActor`s.
+def map_actor_pool(ds: Any, step: Step) -> Any:
+    """Add the step's stage to the Ray dataset `ds` as an actor pool of `StageActor`s.
 
     The API key is read here, on the driver, and handed to the actors as a `SecretStr` (masked in
     any repr), so workers on other nodes need no copy of the environment variable.
     """
     import ray
 
-    key = llm.api_key()
+    key = step.llm.api_key()
     here = {"ray.io/node-id": ray.get_runtime_context().get_node_id()}
     return ds.map_batches(
         StageActor,
         fn_constructor_kwargs={
-            "stage": stage,
-            "llm": llm,
-            "endpoint": endpoint,
+            "stage": step.stage,
+            "llm": step.llm,
+            "endpoint": step.endpoint,
             "api_key": SecretStr(key) if key else None,
-            "cache_dir": cache_dir,
-            "concurrency": pool.concurrency,
-            "progress": progress,
+            "cache_dir": step.cache_dir,
+            "concurrency": step.pool.concurrency,
+            "progress": step.progress,
         },
-        batch_size=pool.batch_size,
+        batch_size=step.pool.batch_size,
         batch_format="pyarrow",
-        compute=ray.data.ActorPoolStrategy(size=pool.actors, max_concurrent_calls_per_actor=2),
-        num_cpus=pool.actor_cpus,
-        label_selector=here if endpoint.embedded else None,
+        compute=ray.data.ActorPoolStrategy(size=step.pool.actors, max_concurrent_calls_per_actor=2),
+        num_cpus=step.pool.actor_cpus,
+        label_selector=here if step.endpoint.embedded else None,
     )
 
 
@@ -236,34 +215,5 @@ class EndpointExecutor:
     def endpoints(self, llms: list[LLMConfig]) -> contextlib.AbstractContextManager:
         return llm_endpoints(llms)
 
-    def map(
-        self,
-        ctx: RunContext,
-        ds: Any,
-        stage: Stage,
-        endpoint: Endpoint,
-        *,
-        rows: int,
-        progress: Any = None,
-        actors: int | None = None,
-    ) -> Any:
-        llm = ctx.llm(stage.name)
-        pool = self.pool(ctx, stage, endpoint, rows, actors)
-        return map_actor_pool(ds, stage, llm, endpoint, pool, ctx.cache_dir, progress)
-
-    def pool(
-        self,
-        ctx: RunContext,
-        stage: Stage,
-        endpoint: Endpoint,
-        rows: int,
-        actors: int | None = None,
-    ) -> PoolSettings:
-        return pool_settings(
-            ctx.llm(stage.name),
-            endpoint,
-            rows,
-            ctx.cfg.pools.of(stage.name),
-            stage.requests_per_row,
-            actors,
-        )
+    def map(self, ds: Any, step: Step) -> Any:
+        return map_actor_pool(ds, step)

@@ -28,7 +28,7 @@ import contextlib
 import json
 from collections.abc import Iterator
 from functools import partial
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import pyarrow as pa
 
@@ -39,6 +39,7 @@ from personagen.llm.prompts import Messages
 from personagen.llm.structured import OutputError, parse_answer
 from personagen.llm.usage import Usage
 from personagen.psychometrics.instruments import Instrument
+from personagen.runtime.executors.base import Step
 from personagen.stages.base import (
     LLMStage,
     Request,
@@ -50,9 +51,6 @@ from personagen.stages.base import (
     progress_counts,
     row_failure,
 )
-
-if TYPE_CHECKING:
-    from personagen.runtime.context import RunContext
 
 ROW = "__row"
 """The packed input row (one-row Arrow IPC stream) carried through the processor."""
@@ -312,16 +310,6 @@ class VLLMExecutor:
     def endpoints(self, llms: list[LLMConfig]) -> Iterator[list[Endpoint]]:
         yield [vllm_endpoint(llm) for llm in llms]
 
-    def map(
-        self,
-        ctx: RunContext,
-        ds: Any,
-        stage: Stage,
-        endpoint: Endpoint,
-        *,
-        rows: int,
-        progress: Any = None,
-        actors: int | None = None,
-    ) -> Any:
-        llm = ctx.llm(stage.name)
-        return map_vllm_stage(ds, stage, vllm_processor(stage, llm), progress)
+    def map(self, ds: Any, step: Step) -> Any:
+        processor = vllm_processor(step.stage, step.llm)
+        return map_vllm_stage(ds, step.stage, processor, step.progress)
