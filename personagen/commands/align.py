@@ -135,15 +135,42 @@ def align(
         "seed": cfg.seed,
         **(info or {}),
     }
-    report_started = time.perf_counter()
-    cap, rng = acfg.report_max_rows, np.random.default_rng(cfg.seed)
-    sets = {"reference": y, "after": x[result.indices], "before": x}
+    _report(
+        cfg,
+        out_dir,
+        {"reference": y, "after": x[result.indices], "before": x},
+        result,
+        info,
+        notes,
+        figures,
+    )
+    summary = Summary("align", Counter(counts), equations=EQUATIONS, rows=ROWS)
+    summary.outputs = {"result": result, "out": out_dir}
+    summary.lines = describe(result, notes, out_dir)
+    summary.wall_s = time.perf_counter() - started
+    summary.check()
+    return summary
+
+
+def _report(
+    cfg: Config,
+    out: Path,
+    sets: dict[str, np.ndarray],
+    result: AlignResult,
+    info: dict[str, Any],
+    notes: list[str],
+    figures: dict[str, str] | None,
+) -> None:
+    """report.json/.html of the reference, `after` and `before` trait sets; sets beyond
+    `align.report_max_rows` enter as seeded subsamples (noted)."""
+    started = time.perf_counter()
+    cap, rng = cfg.align.report_max_rows, np.random.default_rng(cfg.seed)
     for name, rows in sets.items():
         if rows.shape[0] > cap:
             sets[name] = rows[np.sort(rng.choice(rows.shape[0], size=cap, replace=False))]
             notes.append(f"report: {name} is a seeded uniform subsample of {cap:,} rows")
     write_report(
-        out_dir,
+        out,
         reference=sets["reference"],
         after=sets["after"],
         before=sets["before"],
@@ -155,13 +182,7 @@ def align(
         n_projections=cfg.evaluate.sliced_projections,
         figures=figures,
     )
-    log.info("report written in %.1f s", time.perf_counter() - report_started)
-    summary = Summary("align", Counter(counts), equations=EQUATIONS, rows=ROWS)
-    summary.outputs = {"result": result, "out": out_dir}
-    summary.lines = describe(result, notes, out_dir)
-    summary.wall_s = time.perf_counter() - started
-    summary.check()
-    return summary
+    log.info("report written in %.1f s", time.perf_counter() - started)
 
 
 def _candidates(table: pa.Table, exclude_flagged: bool) -> tuple[pa.Table, dict[str, int], list]:
