@@ -231,7 +231,11 @@ def stub_check(workdir: Path, n: int) -> dict[str, tuple[float, float]]:
 
 # ------------------------------------------------------------------------------ the driver
 
-PROGRESS = re.compile(r"^(\w+): ([\d,]+)/([\d,]+) rows .*?, ([\d,]+) tokens, ([\d,]+) requests")
+PROGRESS = re.compile(
+    r"^(\w+): ([\d,]+)/([\d,]+) rows .*?, ([\d,]+) tokens(?: \([\d,]+/s\))?, ([\d,]+) requests"
+)
+"""A progress line of `personagen.runtime.progress.progress_line` (tokens/s optional: lines
+before it was added had none)."""
 
 
 class ProgressLines(logging.Handler):

@@ -87,7 +87,9 @@ class RunContext:
         self, stage: Stage, endpoint: Endpoint, rows: int, actors: int | None = None
     ) -> PoolSettings:
         """The actor pool of `stage` sending `rows` rows' requests to `endpoint` (its own
-        `pools.<stage>` settings, else `actors`, else the defaults of `pool_settings`)."""
+        `pools.<stage>` settings, else `actors`, else the defaults of `pool_settings`, which
+        may ask Ray for the cluster's CPUs)."""
+        self.start_ray()
         return pool_settings(
             self.llm(stage.name),
             endpoint,
