@@ -283,7 +283,7 @@ class EvaluateConfig(Section):
         5000, ge=100, description="energy distance uses a seeded subsample beyond this many rows"
     )
     sliced_projections: int = Field(128, ge=8, description="directions of sliced Wasserstein")
-    floor_repeats: int = Field(5, ge=1, description="reference sample pairs behind a noise floor")
+    floor_repeats: int = Field(5, ge=1, description="draws of the reference behind a noise floor")
 
 
 class AlignConfig(AlignOptions):

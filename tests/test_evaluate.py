@@ -13,6 +13,7 @@ import pyarrow.parquet as pq
 import pytest
 import scipy.stats as st
 from click.testing import CliRunner
+from conftest import shared_path
 from hypothesis import given, settings
 from hypothesis import strategies as hs
 from hypothesis.extra import numpy as hnp
@@ -196,11 +197,17 @@ def test_noise_floor_shrinks_with_n_and_reads_as_ratios():
     rng = np.random.default_rng(5)
     reference = _sample(rng, 6000)
     small, large = noise_floor(reference, 100, seed=1), noise_floor(reference, 1000, seed=1)
-    assert small["sampling"].startswith("two disjoint")
+    assert small["sampling"] == (
+        "100 reference rows drawn uniformly without replacement against the 5,900 not drawn, "
+        "rescaled to 100 against 6,000"
+    )
     for key in ("energy", "sliced_wasserstein", "w1_mean", "ks_max", "mean_abs_error"):
         assert small["mean"][key] > large["mean"][key] > 0, key
-    replaced = noise_floor(reference, 4000, repeats=2)
-    assert "with replacement" in replaced["sampling"]
+    unsplit = noise_floor(reference[:101], 100, repeats=2)
+    assert (
+        unsplit["sampling"]
+        == "100 rows drawn uniformly with replacement against all 101 (too few to split)"
+    )
     # A fresh sample of the reference sits near 1x its floor; a shifted one far above.
     fresh = distribution_metrics(_sample(rng, 1000), reference, seed=1)
     shifted = distribution_metrics(_sample(rng, 1000, 0.5), reference, seed=1)
@@ -210,6 +217,79 @@ def test_noise_floor_shrinks_with_n_and_reads_as_ratios():
     assert floor_ratios(fresh, floor)["w1.openness"] == pytest.approx(
         fresh["w1"]["openness"] / floor["mean"]["w1.openness"]
     )
+
+
+def test_noise_floor_is_n_drawn_rows_against_the_rest_rescaled_to_all_rows():
+    """By hand: the same draws as the floor's, each metric of the drawn rows against the rows not
+    drawn, times sqrt((1/n + 1/m) / (1/n + 1/(m - n))) (with the energy subsample's sizes)."""
+    rng = np.random.default_rng(8)
+    reference, n, m = _sample(rng, 700), 200, 700
+    floor = noise_floor(reference, n, repeats=3, seed=4, energy_max_rows=400)
+    draws = np.random.default_rng(4)
+    runs = []
+    for _ in range(3):
+        drawn = draws.choice(m, size=n, replace=False)
+        rest = np.setdiff1d(np.arange(m), drawn)
+        metrics = distribution_metrics(
+            reference[drawn], reference[rest], seed=4, energy_max_rows=400
+        )
+        runs.append(metrics)
+    plain = np.sqrt((1 / n + 1 / m) / (1 / n + 1 / (m - n)))
+    capped = np.sqrt((1 / 200 + 1 / 400) / (1 / 200 + 1 / 400))  # both sides cut to 400 rows
+    assert capped == 1.0
+    assert floor["mean"]["energy"] == pytest.approx(np.mean([r["energy"] for r in runs]))
+    for key in ("sliced_wasserstein", "w1_mean", "ks_max", "corr_error_rmse"):
+        expected = plain * np.mean([r[key] for r in runs])
+        assert floor["mean"][key] == pytest.approx(expected), key
+
+
+def test_a_weighted_floor_draws_by_weight_and_keeps_the_weights_of_the_rest():
+    rng = np.random.default_rng(9)
+    reference = _sample(rng, 300)
+    weights = np.where(np.arange(300) < 150, 1.0, 0.0)
+    weights[150] = 1e-12  # the rows not drawn may be weighted next to nothing
+    floor = noise_floor(reference, 100, repeats=2, seed=1, weights=weights)
+    assert floor["sampling"].startswith(
+        "100 reference rows drawn with probability proportional to the weights"
+    )
+    draws = np.random.default_rng(1)
+    p = weights / weights.sum()
+    drawn = draws.choice(300, size=100, replace=False, p=p)
+    assert drawn.max() < 151  # only rows with weight are drawn
+    rest = np.setdiff1d(np.arange(300), drawn)
+    first = distribution_metrics(reference[drawn], reference[rest], y_weights=weights[rest], seed=1)
+    second_drawn = draws.choice(300, size=100, replace=False, p=p)
+    second_rest = np.setdiff1d(np.arange(300), second_drawn)
+    second = distribution_metrics(
+        reference[second_drawn], reference[second_rest], y_weights=weights[second_rest], seed=1
+    )
+    scale = np.sqrt((1 / 100 + 1 / 300) / (1 / 100 + 1 / 200))
+    assert floor["mean"]["w1_mean"] == pytest.approx(
+        scale * (first["w1_mean"] + second["w1_mean"]) / 2
+    )
+
+
+@pytest.mark.shared_data
+@pytest.mark.slow
+@pytest.mark.parametrize("n", [100, 1000, 5000])
+def test_real_people_score_about_one_floor_against_any_size_of_reference(n):
+    """Fresh samples of real BIG5 respondents, none of them in the reference, against references
+    of 2n rows, 10,000 rows and every other respondent: the energy distance (the report's
+    headline) over its floor averages within 0.8-1.25 over independent splits."""
+    from personagen.io.reference import load_reference
+
+    people = load_reference(f"big5:{shared_path('ipip', 'big5-2012', 'data.csv')}").trait_matrix()
+    splits = {100: 12, 1000: 6, 5000: 3}[n]
+    for size in (2 * n, 10_000, None):
+        ratios = []
+        for k in range(splits):
+            order = np.random.default_rng(100 * n + k).permutation(people.shape[0])
+            fresh, rest = people[order[:n]], people[order[n:]]
+            reference = rest if size is None else rest[:size]
+            floor = noise_floor(reference, n, repeats=3, seed=k)
+            ratios.append(floor_ratios(distribution_metrics(fresh, reference, seed=k), floor))
+        energy = float(np.mean([r["energy"] for r in ratios]))
+        assert 0.8 <= energy <= 1.25, (n, size, energy)
 
 
 def test_kish_ess():

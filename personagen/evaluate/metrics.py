@@ -3,8 +3,9 @@
 `distribution_metrics(x, y)` compares two (n, 5) trait samples: multivariate energy distance,
 sliced Wasserstein (POT), per-trait Wasserstein-1 (scipy) and Kolmogorov-Smirnov, and the errors
 of means, SDs and the correlation matrix. `noise_floor(reference, n)` gives the same numbers for
-two independent samples of the reference of size n: what a perfect persona set of that size would
-still score by chance. A metric divided by its floor ("x floor") is comparable across metrics.
+n rows of the reference itself against the rest of it: what n real people would still score by
+chance against that reference. A metric divided by its floor ("x floor") is comparable across
+metrics.
 
 All functions are plain numpy/scipy/POT, so they run anywhere (no Ray) and can be tested exactly.
 """
@@ -123,36 +124,47 @@ def noise_floor(
     energy_max_rows: int = ENERGY_MAX_ROWS,
     n_projections: int = SLICED_PROJECTIONS,
 ) -> dict[str, Any]:
-    """The metrics between two independent size-`n` samples of the reference, over `repeats`.
+    """What n real people would score: each metric of `n` rows drawn from the reference against
+    the reference rows not drawn, the mean over `repeats` draws, rescaled to the sizes of the
+    comparison it is the floor of (n rows against all m reference rows).
 
-    Samples are disjoint draws without replacement when the reference has at least 2n rows (or
-    weights are given: then drawn with probability proportional to the weights, with
-    replacement); otherwise with replacement, which the `sampling` entry says. The sliced
-    Wasserstein directions come from `seed`, as in `distribution_metrics(..., seed=seed)`, so a
-    metric and its floor share them.
+    A persona set is compared with the whole reference, and the sampling noise of a two-sample
+    distance grows as 1/n + 1/m: measured against the m - n rows not drawn, a floor would be
+    too high by sqrt((1/n + 1/(m - n)) / (1/n + 1/m)) (1.15x at m = 2n), so it is multiplied by
+    the inverse. For squared energy distance that is exact in expectation (its V-statistic has
+    mean (1/n + 1/m) E|X - X'| under the null), with the sizes each side has after the energy
+    subsample; for the other metrics it is their large-sample rate. Rows are drawn uniformly,
+    or with probability proportional to `weights` (the rows not drawn keep theirs). A reference
+    of fewer than n + 2 rows cannot be split: then n rows are drawn with replacement and
+    compared with the whole reference, and `sampling` says so. The sliced Wasserstein
+    directions come from `seed`, as in `distribution_metrics(..., seed=seed)`, so a metric and
+    its floor share them.
     """
     reference, w = _checked(reference, weights, "reference")
     if n < 2:
         raise PersonagenError(f"the noise floor needs a sample size of at least 2, got {n}")
     m = reference.shape[0]
     rng = np.random.default_rng(seed)
-    disjoint = weights is None and m >= 2 * n
-    if disjoint:
-        sampling = "two disjoint uniform samples without replacement"
-    elif weights is not None:
-        sampling = "two samples drawn with replacement, probability proportional to the weights"
+    split = m >= n + 2
+    drawn = "with probability proportional to the weights" if weights is not None else "uniformly"
+    if split:
+        sampling = (
+            f"{n:,} reference rows drawn {drawn} without replacement against the {m - n:,} "
+            f"not drawn, rescaled to {n:,} against {m:,}"
+        )
     else:
-        sampling = f"two samples with replacement (the reference has {m:,} < 2n rows)"
+        sampling = f"{n:,} rows drawn {drawn} with replacement against all {m:,} (too few to split)"
     runs = []
     for _ in range(repeats):
-        if disjoint:
-            idx = rng.permutation(m)[: 2 * n]
-            first, second = idx[:n], idx[n:]
+        if split:
+            first = rng.choice(m, size=n, replace=False, p=w if weights is not None else None)
+            rest = np.setdiff1d(np.arange(m), first)
         else:
-            first, second = rng.choice(m, size=(2, n), replace=True, p=w)
+            first, rest = rng.choice(m, size=n, replace=True, p=w), np.arange(m)
         metrics = distribution_metrics(
             reference[first],
-            reference[second],
+            reference[rest],
+            y_weights=None if weights is None else w[rest],
             seed=seed,
             energy_max_rows=energy_max_rows,
             n_projections=n_projections,
@@ -160,6 +172,9 @@ def noise_floor(
         runs.append(flatten(metrics))
     keys = list(runs[0])
     values = np.array([[run[k] for k in keys] for run in runs])
+    if split:
+        scale = np.array([_rescale(k, n, m, energy_max_rows) for k in keys])
+        values = values * scale
     return {
         "n": int(n),
         "repeats": int(repeats),
@@ -171,6 +186,16 @@ def noise_floor(
             zip(keys, values.std(axis=0, ddof=1 if repeats > 1 else 0).tolist(), strict=True)
         ),
     }
+
+
+def _rescale(metric: str, n: int, m: int, energy_max_rows: int) -> float:
+    """sqrt((1/n + 1/m) / (1/n + 1/(m - n))): from n against m - n rows to n against m (the
+    sizes after the energy subsample, for energy)."""
+    if metric == "energy":
+        n, rest, m = (min(k, energy_max_rows) for k in (n, m - n, m))
+    else:
+        rest = m - n
+    return float(np.sqrt((1 / n + 1 / m) / (1 / n + 1 / rest)))
 
 
 def flatten(metrics: dict[str, Any]) -> dict[str, float]:

@@ -318,8 +318,8 @@ def _html(document: dict[str, Any], figures: dict[str, str], extra: dict[str, st
         f"{html.escape(document['created'])}</p>",
         "<h2>Metrics (x floor: the metric divided by its noise floor; &le; 2x in green)</h2>",
         _metrics_table(document),
-        f"<p class='note'>Noise floor: the same metric between {html.escape(floor['sampling'])} "
-        f"of the reference, n = {floor['n']:,} each, mean of {floor['repeats']} repeats. "
+        f"<p class='note'>Noise floor: what {floor['n']:,} real people score, the same metric "
+        f"for {html.escape(floor['sampling'])}, mean of {floor['repeats']} draws. "
         f"Energy distance: {html.escape(method['energy'])}. Sliced Wasserstein: "
         f"{html.escape(method['sliced_wasserstein'])}.</p>",
         "<h2>Per trait</h2>",
