@@ -162,7 +162,7 @@ def stop(process: subprocess.Popen[bytes]) -> None:
 def mine_like_request(posts: pa.Table) -> dict[str, Any]:
     """A request the size of a real mining request: ~3,000 tokens of posts and the schema."""
     from personagen.llm.structured import json_schema
-    from personagen.stages.mine import MinedPersona
+    from personagen.stages.persona import PersonaAnswer
 
     text = "\n\n".join(posts.column("text").to_pylist()[:12])[:12000]
     return {
@@ -172,7 +172,11 @@ def mine_like_request(posts: pa.Table) -> dict[str, Any]:
         ],
         "response_format": {
             "type": "json_schema",
-            "json_schema": {"name": "answer", "schema": json_schema(MinedPersona), "strict": False},
+            "json_schema": {
+                "name": "answer",
+                "schema": json_schema(PersonaAnswer),
+                "strict": False,
+            },
         },
         "max_tokens": 768,
     }

@@ -379,7 +379,13 @@ def _group_options(func: Callable[..., Any]) -> Callable[..., Any]:
 
 
 def _set_options(func: Callable[..., Any]) -> Callable[..., Any]:
-    """--personas / --reference: the persona set and the human reference it is measured by."""
+    """--personas / --reference / --instrument: the persona set, the instrument whose traits
+    are used, and the human reference they are measured by."""
+    func = click.option(
+        "--instrument",
+        default=None,
+        help="Whose traits: a bank scored with several instruments needs one (its id).",
+    )(func)
     func = click.option(
         "--reference",
         "reference",
@@ -468,6 +474,7 @@ def evaluate_command(
     cfg: Config,
     personas: str,
     reference: str,
+    instrument: str | None,
     before: str | None,
     group: str | None,
     countries: str | None,
@@ -479,8 +486,9 @@ def evaluate_command(
     from personagen.io.personas import read_personas
 
     ref = load(cfg, reference, group=group, countries=_list(countries))
-    earlier = read_personas(before) if before else None
-    report, paths = evaluate(cfg, read_personas(personas), ref, before=earlier, out=out)
+    earlier = read_personas(before, instrument=instrument) if before else None
+    chosen = read_personas(personas, instrument=instrument)
+    report, paths = evaluate(cfg, chosen, ref, before=earlier, out=out)
     render.print_metrics(report)
     if paths:
         click.echo(f"report: {paths[1]} (numbers: {paths[0]})")
@@ -523,6 +531,7 @@ def align_command(
     cfg: Config,
     personas: str,
     reference: str,
+    instrument: str | None,
     n: int,
     method: str | None,
     shards: int | None,
@@ -548,7 +557,7 @@ def align_command(
         }
     )
     ref = load(cfg, reference, group=group, countries=_list(countries))
-    summary = align(cfg, read_personas(personas), ref, n, out)
+    summary = align(cfg, read_personas(personas, instrument=instrument), ref, n, out)
     render.print_summary(f"align: {personas} -> {out}", summary)
 
 
@@ -704,6 +713,72 @@ def train_embedder_command(cfg: Config, bank: str, overwrite: bool, out: str) ->
 
     summary = train_embedder(cfg, bank, out, overwrite=overwrite)
     render.print_summary(f"train-embedder: {bank} -> {out}", summary)
+
+
+# ----------------------------------------------------------------------------------- import
+
+
+@cli.command("import")
+@click.argument("src", type=click.Path(exists=True, dir_okay=False))
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["auto", "personahub", "nemotron", "generic"]),
+    default="auto",
+    show_default=True,
+    help="Schema of SRC (auto: told by its columns). JSONL, CSV or Parquet by extension.",
+)
+@click.option(
+    "--text-column",
+    "text_columns",
+    multiple=True,
+    metavar="COLUMN",
+    help="Persona text (repeatable: joined with blank lines; default per format).",
+)
+@click.option(
+    "--attribute-column",
+    "attribute_columns",
+    multiple=True,
+    metavar="[FIELD=]COLUMN",
+    help="A column of attributes.FIELD: age_range, gender, occupation, location, interests, "
+    "values (repeatable; default: age, sex/gender, occupation, city/state/region/country, ...).",
+)
+@click.option(
+    "--id-column",
+    default=None,
+    metavar="COLUMN",
+    help="The set's own ids (default: uuid, persona_id or id where present, else row numbers; "
+    "'' = row numbers).",
+)
+@click.option("--name", default=None, help="Prefix of the persona ids (default: SRC's file stem).")
+@click.option("--replace", is_flag=True, help="Start the bank over (drop what it holds).")
+@common_options(out=True, out_required=True)
+def import_command(
+    cfg: Config,
+    src: str,
+    fmt: str,
+    text_columns: tuple[str, ...],
+    attribute_columns: tuple[str, ...],
+    id_column: str | None,
+    name: str | None,
+    replace: bool,
+    out: str,
+) -> None:
+    """Import a persona set (PersonaHub, Nemotron-Personas, JSONL/CSV/Parquet) as a bank."""
+    from personagen.commands.import_set import import_set
+
+    summary = import_set(
+        cfg,
+        src,
+        out,
+        fmt=fmt,
+        text_columns=text_columns,
+        attribute_columns=attribute_columns,
+        id_column=id_column,
+        name=name,
+        replace=replace,
+    )
+    render.print_summary(f"import: {src} -> {out}", summary)
 
 
 def main() -> None:

@@ -1,4 +1,4 @@
-"""Small synthetic persona banks for the adapt tests (real bank format, made-up content)."""
+"""Small synthetic histories and persona banks for the tests (real formats, made-up content)."""
 
 from __future__ import annotations
 
@@ -8,8 +8,10 @@ from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.parquet as pq
 
 from personagen.io.bank import embedding_type, update_manifest, write_group
+from personagen.io.histories import HISTORY_COLUMNS
 
 OCCUPATIONS = ["nurse", "teacher", "software engineer", "farmer", "chef", "retired postman"]
 PLACES = ["Manila", "rural Ohio", "Berlin", "Osaka", "Lagos", "Toronto", "a village in Wales"]
@@ -171,3 +173,26 @@ def query_writer(body: dict, rng: object) -> str:
     if "FAILQUERIES" in persona:
         return json.dumps({"queries": ["one"] * n})  # too short: invalid even after a repair
     return json.dumps({"queries": keyword_queries(persona, n)})
+
+
+def write_histories(
+    folder: Path, n: int, text=lambda i: f"Post of user {i}: tea and work."
+) -> Path:
+    """`n` one-window histories as `personagen ingest` writes them, in three part files."""
+    out = folder / "histories"
+    out.mkdir(parents=True)
+    table = pa.table(
+        {
+            "history_id": [f"u{i:04d}/0" for i in range(n)],
+            "user_id": [f"u{i:04d}" for i in range(n)],
+            "window_id": [0] * n,
+            "posts": [[{"date": "2,June,2004", "text": text(i)}] for i in range(n)],
+            "n_posts": [1] * n,
+            "n_tokens": [10] * n,
+            "source": ["test"] * n,
+        },
+        schema=HISTORY_COLUMNS,
+    ).append_column("gender", pa.array(["female", "male"] * (n // 2) + ["male"] * (n % 2)))
+    for part, start in enumerate(range(0, n, n // 3 + 1)):
+        pq.write_table(table.slice(start, n // 3 + 1), out / f"part-{part}.parquet")
+    return folder

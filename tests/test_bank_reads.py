@@ -13,14 +13,14 @@ from personagen.io.histories import histories_files, histories_schema
 
 def test_latest_copy_of_each_key_wins_in_first_seen_order_of_the_copies():
     table = pa.table({"persona_id": ["a", "b", "a", "c", "b"], "v": [1, 2, 3, 4, 5]})
-    latest = _latest_per_key(table, "persona_id")
+    latest = _latest_per_key(table, ("persona_id",))
     assert latest.to_pylist() == [
         {"persona_id": "a", "v": 3},
         {"persona_id": "c", "v": 4},
         {"persona_id": "b", "v": 5},
     ]
     unique = pa.table({"persona_id": ["x", "y"], "v": [1, 2]})
-    assert _latest_per_key(unique, "persona_id") == unique
+    assert _latest_per_key(unique, ("persona_id",)) == unique
 
 
 def test_history_inputs_that_are_not_ingest_output_get_a_clear_error(tmp_path):

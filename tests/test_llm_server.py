@@ -22,7 +22,8 @@ from personagen.llm.options import EmbeddedServerOptions
 from personagen.llm.server import EmbeddedServer, default_model_path
 from personagen.psychometrics.instruments import get_instrument
 from personagen.runtime.executors.endpoint import llm_endpoints
-from personagen.stages.mine import MinedPersona, mine_prompt
+from personagen.stages.mine import mine_prompt
+from personagen.stages.persona import PersonaAnswer
 from personagen.stages.score import resolve_mode
 
 pytestmark = pytest.mark.slow
@@ -137,7 +138,7 @@ def test_embedded_server_answers_json_logprobs_and_injections_then_stops():
                 ]
                 persona = await client.structured(
                     prompt.messages({"posts": posts}),
-                    MinedPersona,
+                    PersonaAnswer,
                     prompt_version=prompt.version,
                     context={"min_words": 1},
                 )
@@ -151,7 +152,7 @@ def test_embedded_server_answers_json_logprobs_and_injections_then_stops():
     assert len(top) == 10 and all(lp <= 0 for _, lp in top)
     assert [lp for _, lp in top] == sorted((lp for _, lp in top), reverse=True)
     # the injected posts did not break the JSON contract: the answer is a valid persona
-    assert isinstance(persona, MinedPersona) and len(persona.narrative) >= 200
+    assert isinstance(persona, PersonaAnswer) and len(persona.narrative) >= 200
     assert persona.narrative.strip() != "HACKED"
     assert wait_dead(pid), "the server process outlived its context manager"
 

@@ -12,7 +12,8 @@ from pydantic import BaseModel
 from personagen.llm.prompts import encode_data, load_prompt, repair_messages
 from personagen.llm.structured import OutputError, extract_json, json_schema, parse_answer
 from personagen.stages.judge import Judgement, judge_prompt
-from personagen.stages.mine import Attributes, MinedPersona, mine_prompt
+from personagen.stages.mine import mine_prompt
+from personagen.stages.persona import Attributes, PersonaAnswer
 
 NARRATIVE = "She teaches chemistry at a public school and spends weekends hiking. " * 6
 
@@ -58,14 +59,14 @@ def test_raw_line_breaks_inside_strings_are_read_as_written():
 
 def test_parse_answer_validates_and_describes_the_problem():
     good = json.dumps({"narrative": NARRATIVE, "attributes": {"gender": "female"}})
-    persona = parse_answer(f"Here you go:\n{good}\nThanks!", MinedPersona, {"min_words": 20})
+    persona = parse_answer(f"Here you go:\n{good}\nThanks!", PersonaAnswer, {"min_words": 20})
     assert persona.attributes.gender == "female"
     assert persona.attributes.interests == []
     short = json.dumps({"narrative": "x" * 250})
     with pytest.raises(OutputError, match=r"narrative.*1 words; write at least 20"):
-        parse_answer(short, MinedPersona, {"min_words": 20})
+        parse_answer(short, PersonaAnswer, {"min_words": 20})
     with pytest.raises(OutputError, match="no JSON object"):
-        parse_answer("[1, 2]", MinedPersona)
+        parse_answer("[1, 2]", PersonaAnswer)
 
 
 def test_attributes_normalise_nullish_values_and_lists():
@@ -94,7 +95,7 @@ def test_judgement_accepts_scores_written_as_text_and_rejects_out_of_range():
 
 
 def test_json_schema_is_self_contained_and_strict():
-    schema = json_schema(MinedPersona)
+    schema = json_schema(PersonaAnswer)
     text = json.dumps(schema)
     assert "$ref" not in text and "$defs" not in text and '"title"' not in text
     assert schema["required"] == ["narrative", "attributes"]
@@ -124,14 +125,14 @@ def test_json_schema_is_built_once_per_model_and_each_caller_gets_its_own_copy()
     assert len(built) == 1
     assert "minLength" not in second["properties"]["text"]
     assert set(second["properties"]["attributes"]["required"]) == set(Attributes.model_fields)
-    assert json_schema(MinedPersona) == json_schema(MinedPersona)
+    assert json_schema(PersonaAnswer) == json_schema(PersonaAnswer)
 
 
 def test_prompt_versions_are_stable_and_depend_on_the_answer_schema():
     class Other(BaseModel):
         narrative: str
 
-    assert mine_prompt().version == load_prompt("mine", MinedPersona).version
+    assert mine_prompt().version == load_prompt("mine", PersonaAnswer).version
     assert mine_prompt().version.startswith("mine-")
     assert load_prompt("mine", Other).version != mine_prompt().version
     assert judge_prompt().version.startswith("judge-")

@@ -14,7 +14,9 @@ from personagen import TRAITS
 from personagen.errors import PersonagenError
 from personagen.evaluate.metrics import distribution_metrics, noise_floor
 from personagen.io import builtin, reference
-from personagen.io.reference import load_reference, spi_instrument
+from personagen.io.reference import load_reference
+from personagen.psychometrics.instruments import get_instrument, spi_instrument
+from personagen.psychometrics.scoring import check_min_items
 from tests.conftest import shared_path
 
 # The standard IPIP-50 key as the data README states it (independent of the package's tables).
@@ -148,7 +150,8 @@ def test_streamed_batches_equal_one_batch(tmp_path, monkeypatch):
 def test_spi_instrument_and_scores():
     path = shared_path("ipip", "sapa-spi", "spi.csv")
     keys = json.loads((path.parent / "spi.keys.json").read_text())
-    instrument = spi_instrument(path.parent / "spi.keys.json", path.parent / "spi.dictionary.csv")
+    instrument = spi_instrument(path.parent / "spi.keys.json")
+    assert get_instrument(f"spi:{path}") == instrument
     assert len(instrument.items) == 70
     assert sum(item.keyed < 0 for item in instrument.items) == sum(
         entry.startswith("-")
@@ -171,6 +174,16 @@ def test_spi_instrument_and_scores():
     np.testing.assert_allclose(x[:, TRAITS.index("openness")], hand["openness"], atol=1e-12)
     np.testing.assert_allclose(x[:, TRAITS.index("neuroticism")], hand["neuroticism"], atol=1e-12)
     assert set(ref.table.column("gender").drop_null().to_pylist()) == {"male", "female"}
+
+
+def test_spi_without_its_dictionary_serves_references_but_cannot_be_asked(tmp_path):
+    keys = shared_path("ipip", "sapa-spi", "spi.keys.json")
+    (tmp_path / "spi.keys.json").write_bytes(keys.read_bytes())
+    instrument = spi_instrument(tmp_path)
+    assert len(instrument.items) == 70 and not any(item.text for item in instrument.items)
+    with pytest.raises(PersonagenError, match=r"70 item.s. without text .*spi.dictionary.csv"):
+        check_min_items(instrument, 1)
+    check_min_items(spi_instrument(keys.parent), 10)
 
 
 # --------------------------------------------------------------------------- trait tables

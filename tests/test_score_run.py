@@ -21,15 +21,18 @@ from personagen import TRAITS
 from personagen.cli import cli
 from personagen.commands.score import score
 from personagen.config import load_config
+from personagen.errors import PersonagenError
 from personagen.io.bank import (
     KEY,
     QUALITY_TYPE,
+    instruments,
     read_bank,
     read_failures,
     read_group,
     read_manifest,
     write_group,
 )
+from personagen.io.personas import read_personas
 from personagen.psychometrics.instruments import IPIP_50
 from personagen.stages.consistency import extremes
 from personagen.stages.score import item_order, item_prompt, persona_seed
@@ -295,3 +298,50 @@ def test_real_embedded_model_scores_in_logprob_mode(ray_local, tmp_path):
     assert manifest["score"]["endpoint"].startswith("embedded:SmolLM2")
     assert manifest["score"]["answer_mode"] == "logprob"
     assert manifest["llm_usage"]["score"]["completion_tokens"] >= 100
+
+
+@pytest.mark.slow
+def test_a_second_instrument_adds_its_scores(ray_local, tmp_path):
+    """Scoring with a second instrument keeps the first one's scores; readers must then say
+    which instrument's traits they mean; `--replace` drops only that instrument's scores."""
+    bank = tmp_path / "bank"
+    narratives = {f"u{i}/0": f"This person {i} keeps bees and sings in a choir." for i in range(3)}
+    write_bank(bank, narratives, {pid: True for pid in narratives})
+    runner = CliRunner()
+    with LLMTestServer(Faults(seed=5), logprobs=extravert_logprobs) as server:
+        args = [a for a in cli_args(server, bank) if a != "--check-consistency"]
+        for instrument in ("ipip-50", "ipip-neo-120"):
+            result = runner.invoke(cli, [*args, "--instrument", instrument])
+            assert result.exit_code == 0, result.output
+        scores = read_group(bank, "scores")
+        assert sorted(
+            zip(
+                scores.column(KEY).to_pylist(), scores.column("instrument").to_pylist(), strict=True
+            )
+        ) == [
+            (pid, instrument)
+            for pid in sorted(narratives)
+            for instrument in ("ipip-50", "ipip-neo-120")
+        ]
+        items = {r["instrument"]: len(r["item_ids"]) for r in scores.to_pylist()}
+        assert items == {"ipip-50": 50, "ipip-neo-120": 120}
+        assert instruments(bank) == ["ipip-50", "ipip-neo-120"]
+        with pytest.raises(PersonagenError, match=r"2 instruments .*--instrument"):
+            read_bank(bank)
+        assert read_bank(bank, instrument="ipip-neo-120").num_rows == 3
+        chosen = read_personas(bank, instrument="ipip-50")
+        assert chosen.instrument == "ipip-50" and len(chosen.ids()) == 3
+        result = runner.invoke(
+            cli, ["evaluate", "--personas", str(bank), "--reference", "builtin:east-asia"]
+        )
+        assert result.exit_code == 2 and "choose one with --instrument" in result.output
+
+        result = runner.invoke(cli, [*args, "--instrument", "ipip-50", "--replace"])
+        assert result.exit_code == 0, result.output
+        counts = json.loads((bank / "summary-score.json").read_text())["counts"]
+        assert counts["score:in"] == 3 == counts["score:out"], (
+            "the replaced instrument was not scored again"
+        )
+        assert counts["score:cache_hits"] >= 3 * 50
+    after = read_group(bank, "scores")
+    assert sorted(after.column("instrument").to_pylist()) == ["ipip-50"] * 3 + ["ipip-neo-120"] * 3

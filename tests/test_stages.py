@@ -13,6 +13,7 @@ from personagen.io.bank import KEY
 from personagen.psychometrics.instruments import IPIP_50
 from personagen.stages import consistency, judge, mine, queries, revise, score
 from personagen.stages.base import LLMStage, passed
+from personagen.stages.persona import PersonaAnswer
 
 CFG = load_config(None, ["llm.model=stage-model", "mine.min_words=12", "seed=3"])
 POSTS = [{"date": "2,June,2004", "text": "Rehearsal ran late; my email is a@b.example."}]
@@ -32,11 +33,11 @@ def test_mine_requests_the_posts_and_parses_a_redacted_persona():
     stage = mine.mine_stage(CFG, meta_columns=("gender",))
     row = {"history_id": "u1/0", "user_id": "u1", "posts": POSTS, "gender": "female"}
     request = stage.request(row, stage.params)
-    assert isinstance(stage, LLMStage) and request.answer is mine.MinedPersona
+    assert isinstance(stage, LLMStage) and request.answer is PersonaAnswer
     assert data_block(request) == {"posts": [{"date": "2,June,2004", "text": POSTS[0]["text"]}]}
     assert request.context == {"min_words": 12}
     assert request.prompt_version == mine.mine_prompt().version == stage.prompt_version
-    answer = mine.MinedPersona.model_validate(
+    answer = PersonaAnswer.model_validate(
         {"narrative": NARRATIVE + " Write to her at c@d.example any time you like, friends.",
          "attributes": {"occupation": "musician", "interests": "cello, cooking"}},
         context={"min_words": 12},

@@ -48,7 +48,7 @@ from personagen.config import Config
 from personagen.errors import PersonagenError
 from personagen.evaluate.figures import similarity_figure
 from personagen.index.retrieve import describe_similarity, retrieve
-from personagen.io.bank import GROUPS, KEY, Bank, conform, read_group, read_manifest
+from personagen.io.bank import GROUPS, KEY, Bank, conform, read_manifest, scores_of
 from personagen.io.personas import persona_set
 from personagen.io.reference import Reference
 from personagen.psychometrics.instruments import Instrument, get_instrument
@@ -143,7 +143,7 @@ def adapt(
         below_min_similarity=stats["below_min_similarity"],
         candidates=stats["candidates"],
     )
-    candidates = _with_bank_scores(found.table, bank)
+    candidates = _with_bank_scores(found.table, bank, instrument.id)
     ctx = RunContext(cfg, out / WORK, "adapt")
     if overwrite:
         ctx.bank.clear()
@@ -212,9 +212,10 @@ def _instrument(bank: Path, cfg: Config) -> Instrument:
     return instrument
 
 
-def _with_bank_scores(candidates: pa.Table, bank: Path) -> pa.Table:
-    """The candidates with the bank's traits as `original_<trait>` and their instrument."""
-    scores = read_group(bank, "scores", [KEY, "instrument", *TRAITS])
+def _with_bank_scores(candidates: pa.Table, bank: Path, instrument: str) -> pa.Table:
+    """The candidates with the bank's traits on `instrument` as `original_<trait>` (and the
+    instrument, null where the bank has no such scores)."""
+    scores = scores_of(bank, instrument, [*TRAITS])
     at = pc.index_in(candidates.column(KEY), value_set=scores.column(KEY))
     for name in [*TRAITS, "instrument"]:
         column = scores.column(name).take(at)
@@ -343,7 +344,7 @@ def _assemble(
     )
     reused = np.zeros(candidates.num_rows, bool) if revise else reusable(candidates, instrument.id)
     reused_ids = ids.filter(pa.array(reused))
-    bank_scores = read_group(bank, "scores")
+    bank_scores = scores_of(bank, instrument.id)
     bank_scores = bank_scores.filter(pc.is_in(bank_scores.column(KEY), value_set=reused_ids))
     scores = pa.concat_tables(
         [

@@ -120,6 +120,7 @@ def align(
     info = {
         "command": "align",
         "personas": personas.path,
+        "instrument": personas.instrument,
         "reference": reference.describe(),
         "reference_source": reference.source,
         "reference_cleaning": reference.cleaning,
@@ -146,7 +147,10 @@ def align(
     )
     summary = Summary("align", Counter(counts), equations=EQUATIONS, rows=ROWS)
     summary.outputs = {"result": result, "out": out_dir}
-    summary.lines = describe(result, notes, out_dir)
+    summary.lines = [
+        f"traits: {personas.instrument or 'as given'}",
+        *describe(result, notes, out_dir),
+    ]
     summary.wall_s = time.perf_counter() - started
     summary.check()
     return summary

@@ -31,7 +31,7 @@ from personagen.commands.index import index
 from personagen.commands.ingest import write_errors
 from personagen.commands.judge import apply_decisions
 from personagen.commands.reference import load
-from personagen.commands.score import bank_counts, claim_instrument
+from personagen.commands.score import bank_counts
 from personagen.config import Config
 from personagen.errors import PersonagenError
 from personagen.io.bank import KEY, done_ids, read_failures, read_group
@@ -84,11 +84,12 @@ def gate(stage: str, stages: list[str]) -> str | None:
     return before
 
 
-def finished_ids(bank: Path, stages: list[str]) -> set[str]:
+def finished_ids(bank: Path, stages: list[str], instrument: str) -> set[str]:
     """History ids whose row reached the last group it can reach, or failed in some stage.
 
     Embedding follows mining directly, so with `embed` on a row is finished once embedded (or
-    failed). Otherwise it is finished once scored, or once judged and not kept (never scored).
+    failed). Otherwise it is finished once scored on `instrument`, or once judged and not kept
+    (never scored).
     """
     failures = read_failures(bank)
     failed = failures.filter(pc.is_in(failures.column("stage"), value_set=pa.array(stages)))
@@ -98,9 +99,11 @@ def finished_ids(bank: Path, stages: list[str]) -> set[str]:
     if "score" in stages and "judge" in stages:
         quality = read_group(bank, "quality", [KEY, "kept"])
         rejected = quality.filter(pc.fill_null(pc.invert(quality.column("kept")), False))
-        return done | done_ids(bank, "scores") | set(rejected.column(KEY).to_pylist())
-    last = {"score": "scores", "judge": "quality", "mine": "personas"}[stages[-1]]
-    return done | done_ids(bank, last)
+        scored = done_ids(bank, "scores", instrument=instrument)
+        return done | scored | set(rejected.column(KEY).to_pylist())
+    if stages[-1] == "score":
+        return done | done_ids(bank, "scores", instrument=instrument)
+    return done | done_ids(bank, {"judge": "quality", "mine": "personas"}[stages[-1]])
 
 
 # ------------------------------------------------------------------------------ ingest part
@@ -181,13 +184,15 @@ def _stream(
 ) -> tuple[Counter[str], list[dict[str, Any]]]:
     """The streaming part: ingest -> LLM stages -> embed -> the bank."""
     cfg, bank = ctx.cfg, ctx.bank.path
-    done = pa.array(sorted(finished_ids(bank, stages)), pa.string())
+    instrument = get_instrument(cfg.score.instrument).id
+    done = pa.array(sorted(finished_ids(bank, stages, instrument)), pa.string())
     llm_stages = [s for s in stages if s in LLM_STREAM]
     # Every stage's actors live at once in a stream; a quarter of the cores for the LLM pools
     # (they mostly wait on the network) leaves the rest to ingest, embedding and writes.
     actors_per_stage = max(1, available_cpus() // (4 * len(llm_stages)))
     plan = [(s, *_SINK[s], gate(s, stages)) for s in stages]
-    sink = PartSink(bank, stage_split(plan, history_columns=True), "+".join(stages))
+    split = stage_split(plan, history_columns=True, instruments={"score": instrument})
+    sink = PartSink(bank, split, "+".join(stages))
     embed = "embed" in stages
     space = embedding_space(ctx.bank, cfg.embed) if embed else None
     with ctx.endpoints(llm_stages, stream=True) as endpoints:
@@ -247,7 +252,6 @@ def _llm_stage(ctx: RunContext, stage: str, endpoint: Endpoint, after: str | Non
         return judge_stage(cfg, after=after)
     instrument = get_instrument(cfg.score.instrument)
     check_min_items(instrument, cfg.score.min_items_per_trait)
-    claim_instrument(ctx.bank, instrument)
     if cfg.llm.engine == "ray-vllm":
         mode = score_mode(cfg.score, instrument)
     else:
@@ -265,7 +269,7 @@ def _bank_steps(ctx: RunContext, stages: list[str]) -> Counter[str]:
     if "judge" in stages:
         counts.update(apply_decisions(ctx.bank, ctx.cfg.judge))
     if "score" in stages:
-        counts.update(bank_counts(ctx.bank))
+        counts.update(bank_counts(ctx.bank, get_instrument(ctx.cfg.score.instrument).id))
         if ctx.cfg.score.consistency:
             counts.update(check_pending(ctx))
     return counts
@@ -285,7 +289,7 @@ def _final_steps(ctx: RunContext, summary: Summary, stages: list[str]) -> dict[s
             settings["method"] = target.method
         aligned = align(
             cfg.model_copy(update={"align": cfg.align.model_copy(update=settings)}),
-            read_personas(bank),
+            read_personas(bank, instrument=get_instrument(cfg.score.instrument).id),
             reference,
             target.n,
             bank / "aligned",

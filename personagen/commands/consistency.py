@@ -2,7 +2,8 @@
 
 Every persona with an extreme trait (`personagen.stages.consistency.extreme_claims`) and no
 verdict yet (nor a failed check) is checked by the judge LLM; then the `inconsistent:<trait>`
-flags of the whole bank are brought up to date from the latest verdicts. Also run by
+flags of the bank's scores on `score.instrument` are brought up to date from the latest
+verdicts. Also run by
 `personagen score --check-consistency` (`score.consistency`).
 """
 
@@ -18,7 +19,8 @@ from personagen import TRAITS
 from personagen.commands.render import llm_rows
 from personagen.config import Config
 from personagen.errors import PersonagenError
-from personagen.io.bank import KEY, Bank
+from personagen.io.bank import KEY, Bank, scores_of
+from personagen.psychometrics.instruments import get_instrument
 from personagen.runtime.context import RunContext, run_stage
 from personagen.runtime.summary import Summary
 from personagen.stages.consistency import (
@@ -45,7 +47,8 @@ def check_pending(ctx: RunContext) -> Counter[str]:
     """Check every persona with an extreme trait and no verdict yet (nor a failed check), then
     bring the `inconsistent:<trait>` flags of the whole bank up to date."""
     bank = ctx.bank
-    scores = bank.read("scores", [KEY, *TRAITS])
+    instrument = get_instrument(ctx.cfg.score.instrument).id
+    scores = scores_of(bank.path, instrument, [*TRAITS])
     claims = extreme_claims(scores, ctx.cfg.score.consistency_quantile)
     checked = bank.done(STAGE, failed_stage=STAGE)
     todo = claims.filter(pc.invert(pc.is_in(claims.column(KEY), value_set=checked)))
@@ -62,13 +65,14 @@ def check_pending(ctx: RunContext) -> Counter[str]:
         todo = todo.append_column("narrative", personas.column("narrative").take(at))
         with ctx.endpoints([STAGE]) as (endpoint,):
             counts.update(run_stage(ctx, consistency_stage(ctx.cfg), todo, STAGE, endpoint))
-    counts.update(apply_flags(bank))
+    counts.update(apply_flags(bank, instrument))
     return counts
 
 
-def apply_flags(bank: Bank) -> Counter[str]:
-    """Set each scored persona's `inconsistent:<trait>` flags from its latest verdicts; rows
-    whose flags change get a new `scores` row (the bank keeps the latest)."""
+def apply_flags(bank: Bank, instrument: str) -> Counter[str]:
+    """Set the `inconsistent:<trait>` flags of each persona's scores on `instrument` (the one
+    whose extremes were checked) from its latest verdicts; rows whose flags change get a new
+    `scores` row (the bank keeps the latest)."""
     verdicts = bank.read(STAGE, [KEY, "consistency"])
     contradicted: dict[str, list[str]] = {}
     for pid, row in zip(
@@ -77,7 +81,7 @@ def apply_flags(bank: Bank) -> Counter[str]:
         traits = [v["trait"] for v in row or [] if v["verdict"] == CONTRADICTED]
         if traits:
             contradicted[pid] = traits
-    scores = bank.read("scores")
+    scores = scores_of(bank.path, instrument)
     flags = scores.column("score_flags").to_pylist()
     changed, new_flags = [], []
     for i, pid in enumerate(scores.column(KEY).to_pylist()):

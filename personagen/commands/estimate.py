@@ -101,7 +101,9 @@ def estimate(cfg: Config, bank: str | Path) -> Estimate:
     files, fmt = resolve_inputs(source, cfg.build.format)
     stages = stream_stages(cfg)
     bank = Path(bank)
-    done = pa.array(sorted(finished_ids(bank, stages)) if bank.is_dir() else [], pa.string())
+    instrument = get_instrument(cfg.score.instrument).id
+    done = finished_ids(bank, stages, instrument) if bank.is_dir() else set()
+    done = pa.array(sorted(done), pa.string())
     init_ray(cfg.ray)
     totals = ingested(files, fmt, cfg.ingest, history_prompt_tokens)
     todo = totals.filter(pc.invert(pc.is_in(totals.column("history_id"), value_set=done)))

@@ -36,6 +36,7 @@ def evaluate(
     if out:
         info = {
             "personas": personas.path,
+            "instrument": personas.instrument,
             "personas_unscored_left_out": personas.unscored,
             "before": before.path if before else None,
             "reference": reference.describe(),

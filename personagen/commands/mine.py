@@ -45,6 +45,7 @@ def mine(cfg: Config, histories: str | Path, bank: str | Path, *, replace: bool 
     source = str(Path(files[0]).parent)
     if replace:
         ctx.bank.clear()
+    ctx.bank.claim_origin("mined")
     ctx.bank.claim(
         STAGE,
         {"histories": source},

@@ -4,8 +4,9 @@ Which personas: those the judge kept, and those without a verdict (mined with `-
 whose judgement failed) unless `score.only_kept`; personas the judge rejected never. A re-run
 skips personas already scored or recorded as failed. The answer mode (`score.mode`) is resolved
 once per run, by a probe request where it depends on the endpoint (`resolve_mode`). With
-`score.consistency`, extreme traits are then checked against the narratives. A bank holds the
-scores of one instrument: scoring it with another is refused (`--replace` re-scores it all).
+`score.consistency`, extreme traits are then checked against the narratives. A bank keeps the
+scores of every instrument it is scored with, side by side (scoring with a second instrument
+adds to the bank); `--replace` drops this instrument's scores and scores every persona again.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from personagen.commands.consistency import check_pending
 from personagen.commands.render import llm_rows
 from personagen.config import Config, ScoreConfig
 from personagen.errors import PersonagenError
-from personagen.io.bank import KEY, Bank
+from personagen.io.bank import KEY, Bank, scores_of
 from personagen.psychometrics.instruments import Instrument, get_instrument
 from personagen.psychometrics.scoring import check_min_items
 from personagen.runtime.context import RunContext, run_stage
@@ -32,38 +33,24 @@ from personagen.stages.score import STAGE, resolve_mode, score_stage
 def score(cfg: Config, bank: str | Path, *, replace: bool = False) -> Summary:
     """Score every persona of `bank` that should be and is not yet (nor failed) with
     `score.instrument`; then, with `score.consistency`, check extreme traits against the
-    narratives. `replace` drops the bank's scores (and consistency verdicts) first."""
+    narratives. `replace` drops the instrument's scores (and the consistency verdicts) first."""
     ctx = RunContext(cfg, bank, STAGE)
     if not ctx.bank.has("personas"):
         raise PersonagenError(f"no personas in {ctx.bank.path} (run `personagen mine` first)")
     instrument = get_instrument(cfg.score.instrument)
     check_min_items(instrument, cfg.score.min_items_per_trait)
     if replace:
-        ctx.bank.drop(["scores", checking.STAGE], [STAGE, checking.STAGE])
-    claim_instrument(ctx.bank, instrument)
-    pending, counts = pending_personas(ctx.bank, cfg.score)
+        ctx.bank.drop_instrument(instrument.id, [STAGE])
+        ctx.bank.drop([checking.STAGE], [checking.STAGE])
+    pending, counts = pending_personas(ctx.bank, cfg.score, instrument.id)
     if pending.num_rows:
         counts.update(score_pending(ctx, instrument, pending))
-    counts.update(bank_counts(ctx.bank))
+    counts.update(bank_counts(ctx.bank, instrument.id))
     stages = [STAGE]
     if cfg.score.consistency:
         stages.append(checking.STAGE)
         counts.update(check_pending(ctx))
     return ctx.finish(Summary(STAGE, counts, stages, rows=llm_rows(stages, counts)))
-
-
-def claim_instrument(bank: Bank, instrument: Instrument) -> None:
-    """One instrument per bank: its scores compare only with scores of the same items."""
-    bank.claim(
-        STAGE,
-        {"instrument": instrument.id},
-        lambda recorded: (
-            f"bank {bank.path} is scored with {recorded['instrument']!r}, not "
-            f"{instrument.id!r}: score with --instrument {recorded['instrument']}, or pass "
-            f"--replace to re-score every persona with {instrument.id}"
-        ),
-        held=bank.has("scores"),
-    )
 
 
 def score_pending(ctx: RunContext, instrument: Instrument, pending: pa.Table) -> Counter[str]:
@@ -77,9 +64,11 @@ def score_pending(ctx: RunContext, instrument: Instrument, pending: pa.Table) ->
     return counts
 
 
-def pending_personas(bank: Bank, settings: ScoreConfig) -> tuple[pa.Table, Counter[str]]:
-    """Personas to score now (id, narrative, kept), and how the bank's personas divide:
-    `bank:personas` = rejected + unjudged left out + already done + to do."""
+def pending_personas(
+    bank: Bank, settings: ScoreConfig, instrument: str
+) -> tuple[pa.Table, Counter[str]]:
+    """Personas to score on `instrument` now (id, narrative, kept), and how the bank's personas
+    divide: `bank:personas` = rejected + unjudged left out + already done + to do."""
     personas = bank.read("personas", [KEY, "narrative"])
     quality = bank.read("quality", [KEY, "kept"])
     at = pc.index_in(personas.column(KEY), value_set=quality.column(KEY))
@@ -88,7 +77,8 @@ def pending_personas(bank: Bank, settings: ScoreConfig) -> tuple[pa.Table, Count
     rejected = pc.fill_null(pc.equal(kept, False), False)
     unjudged = pc.is_null(kept)
     left_out = pc.and_(unjudged, pa.scalar(settings.only_kept))
-    finished = pc.is_in(personas.column(KEY), value_set=bank.done("scores", failed_stage=STAGE))
+    done = bank.done("scores", failed_stage=STAGE, instrument=instrument)
+    finished = pc.is_in(personas.column(KEY), value_set=done)
     excluded = pc.or_(rejected, left_out)
     todo = pc.and_(pc.invert(excluded), pc.invert(finished))
     counts = Counter(
@@ -108,9 +98,10 @@ def _count(mask: pa.Array | pa.ChunkedArray) -> int:
     return int(pc.sum(mask).as_py() or 0)
 
 
-def bank_counts(bank: Bank) -> Counter[str]:
-    """Bank-wide figures after the run: personas scored, flagged, by answer mode, failed items."""
-    scores = bank.read("scores", [KEY, "answer_mode", "score_flags", "item_errors"])
+def bank_counts(bank: Bank, instrument: str) -> Counter[str]:
+    """Bank-wide figures of `instrument` after the run: personas scored, flagged, by answer
+    mode, failed items."""
+    scores = scores_of(bank.path, instrument, ["answer_mode", "score_flags", "item_errors"])
     counts: Counter[str] = Counter({"bank:scored": scores.num_rows})
     flags = scores.column("score_flags").to_pylist()
     counts["bank:flagged"] = sum(bool(f) for f in flags)

@@ -164,8 +164,13 @@ FAILURES_SCHEMA = pa.schema(
         ("reason", pa.string()),
         ("attempts", pa.int32()),
         ("time", pa.timestamp("ms", tz="UTC")),
+        ("instrument", pa.string()),  # scoring failures: the instrument (null in older banks)
     ]
 )
+
+GROUP_KEYS: dict[str, tuple[str, ...]] = {"scores": (KEY, "instrument")}
+"""What identifies a row of a group (default: `persona_id`): a persona has scores on each
+instrument it was scored with."""
 
 
 def embedding_type(dim: int) -> pa.DataType:
@@ -229,7 +234,11 @@ def write_group(bank: str | Path, group: str, table: pa.Table) -> Path | None:
 
 
 def failure_rows(
-    input_ids: Iterable[str], stage: str, reasons: Iterable[str], attempts: Iterable[int]
+    input_ids: Iterable[str],
+    stage: str,
+    reasons: Iterable[str],
+    attempts: Iterable[int],
+    instrument: str | None = None,
 ) -> pa.Table:
     ids = list(input_ids)
     now = datetime.now(timezone.utc)
@@ -240,6 +249,7 @@ def failure_rows(
             "reason": pa.array(list(reasons), pa.string()),
             "attempts": pa.array(list(attempts), pa.int32()),
             "time": pa.array([now] * len(ids), pa.timestamp("ms", tz="UTC")),
+            "instrument": pa.array([instrument] * len(ids), pa.string()),
         },
         schema=FAILURES_SCHEMA,
     )
@@ -268,14 +278,14 @@ def _dataset(folder: Path) -> pds.Dataset | None:
     return pds.dataset([str(f) for f in files], format="parquet")
 
 
-def _latest_per_key(table: pa.Table, key: str) -> pa.Table:
+def _latest_per_key(table: pa.Table, keys: tuple[str, ...]) -> pa.Table:
     """Keep the last row of each key (part files are read in write order)."""
     if table.num_rows == 0:
         return table
     order = pa.array(np.arange(table.num_rows))
     last = (
-        pa.table({key: table.column(key), "_row": order})
-        .group_by(key, use_threads=False)
+        pa.table({**{k: table.column(k) for k in keys}, "_row": order})
+        .group_by(list(keys), use_threads=False)
         .aggregate([("_row", "max")])
         .column("_row_max")
     )
@@ -285,41 +295,82 @@ def _latest_per_key(table: pa.Table, key: str) -> pa.Table:
 
 
 def read_group(bank: str | Path, group: str, columns: list[str] | None = None) -> pa.Table:
-    """All rows of one column group, de-duplicated on `persona_id` (empty table if none yet)."""
+    """All rows of one column group, de-duplicated on its key (`GROUP_KEYS`, default
+    `persona_id`; the key columns are always read), empty if none yet."""
     schema = group_schema(group)
     dataset = _dataset(Path(bank) / group)
-    wanted = columns if columns is None or KEY in columns else [KEY, *columns]
+    keys = GROUP_KEYS.get(group, (KEY,))
+    wanted = None if columns is None else [*keys, *(c for c in columns if c not in keys)]
     if dataset is None:
         empty = schema.empty_table()
         return empty if wanted is None else empty.select(wanted)
     table = dataset.to_table(columns=wanted)
-    return _latest_per_key(table, KEY)
+    return _latest_per_key(table, keys)
 
 
 def read_failures(bank: str | Path, stage: str | None = None) -> pa.Table:
-    dataset = _dataset(Path(bank) / "failures")
-    if dataset is None:
+    files = part_files(Path(bank) / "failures")
+    if not files:
         return FAILURES_SCHEMA.empty_table()
-    table = dataset.to_table()
+    # The schema is given: parts of older banks have no `instrument` (read as null).
+    table = pds.dataset([str(f) for f in files], schema=FAILURES_SCHEMA).to_table()
     if stage is not None:
         table = table.filter(pc.equal(table.column("stage"), stage))
     return table
 
 
-def done_ids(bank: str | Path, group: str, failed_stage: str | None = None) -> set[str]:
-    """Ids already written to `group` (plus ids recorded as failed in `failed_stage`)."""
-    ids = set(read_group(bank, group, [KEY]).column(KEY).to_pylist())
-    if failed_stage is not None:
-        ids.update(read_failures(bank, failed_stage).column("input_id").to_pylist())
+def done_ids(
+    bank: str | Path, group: str, failed_stage: str | None = None, instrument: str | None = None
+) -> set[str]:
+    """Ids already written to `group` (plus ids recorded as failed in `failed_stage`); with an
+    `instrument`, only its scores and its scoring failures (and failures of older banks, which
+    do not say)."""
+    written = read_group(bank, group, list(GROUP_KEYS.get(group, (KEY,))))
+    failed = read_failures(bank, failed_stage) if failed_stage is not None else None
+    if instrument is not None:
+        written = written.filter(pc.equal(written.column("instrument"), instrument))
+        if failed is not None:
+            same = pc.fill_null(pc.equal(failed.column("instrument"), instrument), True)
+            failed = failed.filter(same)
+    ids = set(written.column(KEY).to_pylist())
+    if failed is not None:
+        ids.update(failed.column("input_id").to_pylist())
     return ids
+
+
+def instruments(bank: str | Path) -> list[str]:
+    """The instruments the bank's personas were scored with."""
+    scores = read_group(bank, "scores", [KEY, "instrument"])
+    return sorted(v for v in pc.unique(scores.column("instrument")).to_pylist() if v)
+
+
+def scores_of(
+    bank: str | Path, instrument: str | None, columns: list[str] | None = None
+) -> pa.Table:
+    """The `scores` rows of one instrument; None = the bank's only one (an error naming them
+    when it has several: their traits are not on one scale)."""
+    if instrument is None:
+        present = instruments(bank)
+        if len(present) > 1:
+            raise PersonagenError(
+                f"bank {bank} is scored with {len(present)} instruments ({', '.join(present)}): "
+                "choose one with --instrument"
+            )
+        instrument = present[0] if present else None
+    scores = read_group(bank, "scores", columns)
+    if instrument is None:
+        return scores
+    return scores.filter(pc.equal(scores.column("instrument"), instrument))
 
 
 def read_bank(
     bank: str | Path,
     columns: list[str] | None = None,
     groups: Iterable[str] | None = None,
+    instrument: str | None = None,
 ) -> pa.Table:
-    """The bank as one table: `personas` left-joined with the other groups on `persona_id`.
+    """The bank as one table: `personas` left-joined with the other groups on `persona_id`,
+    with the scores of `instrument` (None: the bank's only one, see `scores_of`).
 
     Rows a later stage has not reached yet get nulls in that stage's columns.
     """
@@ -331,7 +382,7 @@ def read_bank(
     for group in wanted_groups:
         if group == "personas":
             continue
-        other = read_group(bank, group)
+        other = scores_of(bank, instrument) if group == "scores" else read_group(bank, group)
         base = _left_join(base, other)
     if columns is not None:
         unknown = [c for c in columns if c not in base.column_names]
@@ -408,9 +459,12 @@ class Bank:
     def write(self, group: str, table: pa.Table) -> Path | None:
         return write_group(self.path, group, table)
 
-    def done(self, group: str, failed_stage: str | None = None) -> pa.Array:
-        """Ids written to `group` (plus those recorded as failed in `failed_stage`), sorted."""
-        return pa.array(sorted(done_ids(self.path, group, failed_stage)), pa.string())
+    def done(
+        self, group: str, failed_stage: str | None = None, instrument: str | None = None
+    ) -> pa.Array:
+        """Ids written to `group` (plus those recorded as failed in `failed_stage`), sorted; see
+        `done_ids` for `instrument`."""
+        return pa.array(sorted(done_ids(self.path, group, failed_stage, instrument)), pa.string())
 
     def failures(self, stage: str | None = None) -> pa.Table:
         return read_failures(self.path, stage)
@@ -438,22 +492,53 @@ class Bank:
                 child.unlink()
 
     def drop(self, groups: Iterable[str], failed_stages: Iterable[str] = ()) -> None:
-        """Remove column groups, and the failures recorded by `failed_stages` (the failures
-        folder is rewritten without them, then swapped in)."""
+        """Remove column groups, and the failures recorded by `failed_stages`."""
         for group in groups:
             shutil.rmtree(self.path / group, ignore_errors=True)
-        stages = list(failed_stages)
+        stages = pa.array(list(failed_stages), pa.string())
+        if len(stages):
+            failures = read_failures(self.path)
+            self._rewrite(
+                "failures", failures.filter(pc.invert(pc.is_in(failures["stage"], stages)))
+            )
+
+    def drop_instrument(self, instrument: str, stages: Iterable[str]) -> None:
+        """Remove the scores on `instrument` and the failures `stages` recorded scoring with it
+        (or without saying: older banks)."""
+        scores = read_group(self.path, "scores")
+        self._rewrite("scores", scores.filter(pc.not_equal(scores["instrument"], instrument)))
         failures = read_failures(self.path)
-        if not stages or failures.num_rows == 0:
+        mine = pc.and_(
+            pc.is_in(failures["stage"], pa.array(list(stages), pa.string())),
+            pc.fill_null(pc.equal(failures["instrument"], instrument), True),
+        )
+        self._rewrite("failures", failures.filter(pc.invert(mine)))
+
+    def _rewrite(self, folder: str, table: pa.Table) -> None:
+        """Replace a folder's parts by `table` as one part: written aside, then swapped in with
+        two renames (a reader sees the old parts or the new one)."""
+        if not (self.path / folder).is_dir():
             return
-        kept = failures.filter(pc.invert(pc.is_in(failures.column("stage"), pa.array(stages))))
-        staging = self.path / f".failures.{uuid.uuid4().hex[:8]}"
-        write_part(staging, kept)
-        old = self.path / f".failures.old-{uuid.uuid4().hex[:8]}"
-        (self.path / "failures").rename(old)
-        staging.mkdir(exist_ok=True)
-        staging.rename(self.path / "failures")
+        staging = self.path / f".{folder}.{uuid.uuid4().hex[:8]}"
+        staging.mkdir()
+        write_part(staging, table)
+        old = self.path / f".{folder}.old-{uuid.uuid4().hex[:8]}"
+        (self.path / folder).rename(old)
+        staging.rename(self.path / folder)
         shutil.rmtree(old)
+
+    def claim_origin(self, origin: str, flag: str = "--replace") -> None:
+        """Record where the bank's personas come from (`mined`, `imported`, `baseline:<kind>`);
+        refuse to add personas of another origin to a bank that holds some (one set per bank:
+        mixed origins could not be compared). Banks from before the record are mined ones."""
+        held = self.has("personas")
+        recorded = self.manifest().get("origin", "mined" if held else None)
+        if held and recorded != origin:
+            raise PersonagenError(
+                f"bank {self.path} holds {recorded} personas, not {origin} ones: pass {flag} "
+                "to start it over, or choose another --out"
+            )
+        self.update_manifest(origin=origin)
 
     def claim(
         self,

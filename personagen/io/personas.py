@@ -28,6 +28,8 @@ class PersonaSet:
     unscored: int
     """Rows left out because their traits are null (not scored)."""
     path: str
+    instrument: str | None = None
+    """The instrument the traits were scored with, where the set says."""
 
     def trait_matrix(self) -> np.ndarray:
         return np.column_stack(
@@ -38,12 +40,17 @@ class PersonaSet:
         return self.table.column(KEY).to_pylist()
 
 
-def read_personas(path: str | Path, columns: list[str] | None = None) -> PersonaSet:
-    """Read and check a persona set; `columns` (besides id and traits) narrows what is read."""
+def read_personas(
+    path: str | Path, columns: list[str] | None = None, instrument: str | None = None
+) -> PersonaSet:
+    """Read and check a persona set; `columns` (besides id and traits) narrows what is read.
+    A bank's traits are those of `instrument` (None: the one it was scored with; an error when
+    it was scored with several); a file's `instrument` column, where it has one, must say the
+    same."""
     p = Path(path)
     wanted = None if columns is None else list(dict.fromkeys([KEY, *TRAITS, *columns]))
     if p.is_dir() and (p / "personas").is_dir():
-        table = read_bank(p)
+        table = read_bank(p, instrument=instrument)
         if wanted is not None:
             table = table.select([c for c in wanted if c in table.column_names])
     elif p.exists():
@@ -53,10 +60,10 @@ def read_personas(path: str | Path, columns: list[str] | None = None) -> Persona
             raise PersonagenError(f"cannot read personas from {p}: {exc}") from None
     else:
         raise PersonagenError(f"no persona bank or Parquet file at {p}")
-    return persona_set(table, p)
+    return persona_set(table, p, instrument)
 
 
-def persona_set(table: pa.Table, path: str | Path) -> PersonaSet:
+def persona_set(table: pa.Table, path: str | Path, instrument: str | None = None) -> PersonaSet:
     """A persona table (e.g. already in memory), checked as a file would be: ids present and
     distinct, traits numeric and on 1-5; rows without any trait are counted as unscored."""
     p = Path(path)
@@ -69,7 +76,23 @@ def persona_set(table: pa.Table, path: str | Path) -> PersonaSet:
     unscored = _all_null(table)
     table = table.filter(pa.array(~unscored))
     _check(table, p)
-    return PersonaSet(table=table, unscored=int(unscored.sum()), path=str(p))
+    named = _instrument(table, p, instrument)
+    return PersonaSet(table=table, unscored=int(unscored.sum()), path=str(p), instrument=named)
+
+
+def _instrument(table: pa.Table, path: Path, wanted: str | None) -> str | None:
+    """The one instrument the set's traits come from (its `instrument` column), checked
+    against `wanted`."""
+    if "instrument" not in table.column_names:
+        return wanted
+    present = sorted(v for v in pc.unique(table.column("instrument")).to_pylist() if v)
+    if len(present) > 1 or (wanted is not None and present and present != [wanted]):
+        raise PersonagenError(
+            f"personas {path} hold traits of {', '.join(present)}"
+            + (f", not only {wanted}" if wanted else "")
+            + ": traits of several instruments are not on one scale"
+        )
+    return present[0] if present else wanted
 
 
 def _cast_traits(table: pa.Table, path: Path) -> pa.Table:

@@ -16,7 +16,6 @@ where `rows_read == rows_kept + sum(dropped.values())` always holds.
 
 from __future__ import annotations
 
-import json
 import math
 import warnings
 from collections.abc import Iterator
@@ -38,8 +37,7 @@ from personagen.psychometrics.instruments import (
     IPIP_50,
     IPIP_FFM_COLUMNS,
     Instrument,
-    Item,
-    Scale,
+    spi_instrument,
 )
 from personagen.psychometrics.scoring import keyed_responses, trait_scores
 
@@ -248,70 +246,9 @@ _IPIP_FFM = _ItemFormat(
     source=f"IPIP-FFM data (2016-2018), {_OSPP}; items: {IPIP_50.name}",
 )
 
-_SPI_TRAITS = {
-    "Open": "openness",
-    "Consc": "conscientiousness",
-    "Extra": "extraversion",
-    "Agree": "agreeableness",
-    "Neuro": "neuroticism",
-}
-SPI_SCALE = Scale(
-    1,
-    6,
-    (
-        "Very inaccurate",
-        "Moderately inaccurate",
-        "Slightly inaccurate",
-        "Slightly accurate",
-        "Moderately accurate",
-        "Very accurate",
-    ),
-)
-
-
-def spi_instrument(keys_path: str | Path, dictionary_path: str | Path | None = None) -> Instrument:
-    """The SAPA SPI Big Five scales as an `Instrument`, from `spi.keys.json` (`-q_x` = reversed)."""
-    try:
-        keys = json.loads(Path(keys_path).read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError) as exc:
-        raise PersonagenError(f"cannot read the SPI keys {keys_path}: {exc}") from None
-    missing = [k for k in _SPI_TRAITS if k not in keys]
-    if missing:
-        raise PersonagenError(f"SPI keys {keys_path} lack the Big Five scales {missing}")
-    texts = _spi_texts(dictionary_path) if dictionary_path else {}
-    items = []
-    for key, trait in _SPI_TRAITS.items():
-        for entry in keys[key]:
-            item_id = entry.lstrip("-")
-            keyed = -1 if entry.startswith("-") else 1
-            items.append(Item(id=item_id, text=texts.get(item_id, ""), trait=trait, keyed=keyed))
-    return Instrument(
-        id="sapa-spi-135-big5",
-        name="SAPA Personality Inventory, Big Five scales (70 of 135 items)",
-        items=tuple(items),
-        scale=SPI_SCALE,
-        source="Condon (2018), SAPA Personality Inventory; R package psychTools (spi data set)",
-    )
-
-
-def _spi_texts(path: str | Path) -> dict[str, str]:
-    path = Path(path)
-    if not path.exists():
-        return {}
-    table = pacsv.read_csv(path)
-    if "item_id" not in table.column_names or "item" not in table.column_names:
-        return {}
-    return dict(
-        zip(table.column("item_id").to_pylist(), table.column("item").to_pylist(), strict=True)
-    )
-
 
 def _spi_format(path: str) -> _ItemFormat:
-    folder = Path(path).parent
-    keys = folder / "spi.keys.json"
-    if not keys.exists():
-        raise PersonagenError(f"spi:{path} needs spi.keys.json next to it (not found in {folder})")
-    instrument = spi_instrument(keys, folder / "spi.dictionary.csv")
+    instrument = spi_instrument(path)
     return _ItemFormat(
         name="spi",
         instrument=instrument,

@@ -148,6 +148,7 @@ class LLMClient:
         schema: dict[str, Any] | None = None,
         max_tokens: int | None = None,
         temperature: float | None = None,
+        seed: int | None = None,
         top_logprobs: int | None = None,
         usage: Usage | None = None,
     ) -> Completion:
@@ -159,7 +160,7 @@ class LLMClient:
         params: dict[str, Any] = {
             "model": self.cfg.model,
             "messages": messages,
-            **sampling(self.cfg, max_tokens, temperature),
+            **sampling(self.cfg, max_tokens, temperature, seed),
         }
         if top_logprobs is not None:
             params["logprobs"] = True
@@ -199,6 +200,7 @@ class LLMClient:
         context: dict[str, Any] | None = None,
         max_tokens: int | None = None,
         temperature: float | None = None,
+        seed: int | None = None,
         usage: Usage | None = None,
         schema: dict[str, Any] | None = None,
     ) -> T:
@@ -214,6 +216,7 @@ class LLMClient:
             "schema": schema,
             "max_tokens": max_tokens,
             "temperature": temperature,
+            "seed": seed,
             "usage": usage,
         }
         first = await self.chat(messages, **kwargs)
@@ -308,15 +311,19 @@ class LLMClient:
 
 
 def sampling(
-    cfg: ClientOptions, max_tokens: int | None, temperature: float | None
+    cfg: ClientOptions,
+    max_tokens: int | None,
+    temperature: float | None,
+    seed: int | None = None,
 ) -> dict[str, Any]:
-    """max_tokens, temperature and seed of one request: the call's own, else the config's."""
+    """max_tokens, temperature and seed of one request: the call's own, else the config's (a
+    request's own seed makes samples of the same prompt differ, reproducibly)."""
     params: dict[str, Any] = {
         "max_tokens": max_tokens or cfg.max_tokens,
         "temperature": cfg.temperature if temperature is None else temperature,
     }
-    if cfg.seed is not None:
-        params["seed"] = cfg.seed
+    if seed is not None or cfg.seed is not None:
+        params["seed"] = cfg.seed if seed is None else seed
     return params
 
 

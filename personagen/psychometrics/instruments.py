@@ -34,6 +34,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+import pyarrow.csv
 import yaml
 from pydantic import BaseModel, ConfigDict, ValidationError
 
@@ -230,6 +231,78 @@ def load_instrument(path: str | Path) -> Instrument:
 
 
 # ---------------------------------------------------------------------------------------------
+# The SAPA Personality Inventory
+
+
+_SPI_TRAITS = {
+    "Open": "openness",
+    "Consc": "conscientiousness",
+    "Extra": "extraversion",
+    "Agree": "agreeableness",
+    "Neuro": "neuroticism",
+}
+SPI_SCALE = Scale(
+    1,
+    6,
+    (
+        "Very inaccurate",
+        "Moderately inaccurate",
+        "Slightly inaccurate",
+        "Slightly accurate",
+        "Moderately accurate",
+        "Very accurate",
+    ),
+)
+
+
+def spi_instrument(path: str | Path) -> Instrument:
+    """The SAPA SPI Big Five scales as an `Instrument`, from the `spi.keys.json` (`-q_x` =
+    reversed) and `spi.dictionary.csv` (the item texts) of the folder of `path` (the folder, the
+    `spi.csv` data in it, or either file). Not shipped: some SPI items come from the EPQ, whose
+    texts are not in the public domain as IPIP's are, so the texts are read from the user's copy
+    of the SAPA data (the R package psychTools)."""
+    folder = Path(path) if Path(path).is_dir() else Path(path).parent
+    keys_path, dictionary_path = folder / "spi.keys.json", folder / "spi.dictionary.csv"
+    if not keys_path.exists():
+        raise PersonagenError(
+            f"spi:{path} needs spi.keys.json in {folder} (the SAPA data of psychTools)"
+        )
+    try:
+        keys = json.loads(Path(keys_path).read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError) as exc:
+        raise PersonagenError(f"cannot read the SPI keys {keys_path}: {exc}") from None
+    missing = [k for k in _SPI_TRAITS if k not in keys]
+    if missing:
+        raise PersonagenError(f"SPI keys {keys_path} lack the Big Five scales {missing}")
+    texts = _spi_texts(dictionary_path)
+    items = []
+    for key, trait in _SPI_TRAITS.items():
+        for entry in keys[key]:
+            item_id = entry.lstrip("-")
+            keyed = -1 if entry.startswith("-") else 1
+            items.append(Item(id=item_id, text=texts.get(item_id, ""), trait=trait, keyed=keyed))
+    return Instrument(
+        id="sapa-spi-135-big5",
+        name="SAPA Personality Inventory, Big Five scales (70 of 135 items)",
+        items=tuple(items),
+        scale=SPI_SCALE,
+        source="Condon (2018), SAPA Personality Inventory; R package psychTools (spi data set)",
+    )
+
+
+def _spi_texts(path: str | Path) -> dict[str, str]:
+    path = Path(path)
+    if not path.exists():
+        return {}
+    table = pyarrow.csv.read_csv(path)
+    if "item_id" not in table.column_names or "item" not in table.column_names:
+        return {}
+    return dict(
+        zip(table.column("item_id").to_pylist(), table.column("item").to_pylist(), strict=True)
+    )
+
+
+# ---------------------------------------------------------------------------------------------
 # Built-in instruments
 
 
@@ -259,13 +332,16 @@ IPIP_FFM_COLUMNS = {
 
 
 def get_instrument(name_or_path: str | Path) -> Instrument:
-    """A built-in instrument by id, or a custom one from a YAML/JSON file."""
+    """A built-in instrument by id, `spi:PATH` (the SAPA SPI Big Five scales, from the SAPA data
+    at PATH), or a custom one from a YAML/JSON file."""
     if str(name_or_path) in BUILTIN:
         return BUILTIN[str(name_or_path)]
+    if str(name_or_path).startswith("spi:"):
+        return spi_instrument(str(name_or_path)[4:])
     path = Path(name_or_path)
     if path.is_file():
         return load_instrument(path)
     raise PersonagenError(
-        f"unknown instrument {str(name_or_path)!r}: neither built in ({', '.join(BUILTIN)}) "
-        "nor an existing YAML/JSON file"
+        f"unknown instrument {str(name_or_path)!r}: neither built in ({', '.join(BUILTIN)}), "
+        "spi:PATH, nor an existing YAML/JSON file"
     )

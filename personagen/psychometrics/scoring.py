@@ -72,7 +72,14 @@ def items_per_trait(instrument: Instrument) -> dict[str, int]:
 
 
 def check_min_items(instrument: Instrument, min_items: int) -> None:
-    """Fail early when a trait can never reach the minimum (rather than flag every persona)."""
+    """Fail early when a trait can never reach the minimum (rather than flag every persona), or
+    when items have no text to ask (an SPI instrument read without its dictionary)."""
+    untexted = [item.id for item in instrument.items if not item.text.strip()]
+    if untexted:
+        raise PersonagenError(
+            f"instrument {instrument.id!r} has {len(untexted)} item(s) without text "
+            f"({', '.join(untexted[:3])}...): give its item texts (for SPI: spi.dictionary.csv)"
+        )
     short = {t: n for t, n in items_per_trait(instrument).items() if n < min_items}
     if short:
         detail = ", ".join(f"{t} has {n}" for t, n in short.items())

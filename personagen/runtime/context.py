@@ -180,7 +180,12 @@ def run_stage(
     import ray
 
     pool = ctx.pool(stage, endpoint, rows.num_rows)
-    sink = PartSink(ctx.bank.path, stage_split([(stage.name, group, stage.id_column)]), group)
+    instrument = stage.provenance.get("instrument")
+    split = stage_split(
+        [(stage.name, group, stage.id_column)],
+        instruments={stage.name: instrument} if instrument else None,
+    )
+    sink = PartSink(ctx.bank.path, split, group)
     run_chain(
         ctx,
         lambda _: ray.data.from_arrow(rows),

@@ -78,10 +78,11 @@ this one (default: the stage before it; `None` as the fourth element: every row)
 
 
 def split_stage_rows(
-    table: pa.Table, plan: Plan
+    table: pa.Table, plan: Plan, instruments: dict[str, str] | None = None
 ) -> tuple[dict[str, pa.Table], pa.Table | None, Counter[str]]:
     """Route one block: for each stage in order, rows that reached the stage go to its group
-    (success) or to failures (with the stage's reason and attempts)."""
+    (success) or to failures (with the stage's reason and attempts, and for a stage in
+    `instruments` the instrument it scored with)."""
     counts: Counter[str] = Counter()
     everyone = pa.array([True] * table.num_rows)
     passed: dict[str | None, pa.Array] = {None: everyone}
@@ -113,6 +114,7 @@ def split_stage_rows(
                     stage,
                     bad.column(f"{stage}__error").to_pylist(),
                     bad.column(f"{stage}__attempts").to_pylist(),
+                    (instruments or {}).get(stage),
                 )
             )
         groups[group] = conform_group(table.filter(ok), group)
@@ -132,13 +134,15 @@ def history_part(table: pa.Table, plan: Plan) -> pa.Table:
     )
 
 
-def stage_split(plan: Plan, history_columns: bool = False) -> Split:
-    """The Split of a chain of stages into a bank: each stage's group, `failures`, and with
-    `history_columns` every row's history columns into `histories` (so the bank keeps the
-    posts its personas were mined from)."""
+def stage_split(
+    plan: Plan, history_columns: bool = False, instruments: dict[str, str] | None = None
+) -> Split:
+    """The Split of a chain of stages into a bank: each stage's group, `failures` (see
+    `split_stage_rows`), and with `history_columns` every row's history columns into
+    `histories` (so the bank keeps the posts its personas were mined from)."""
 
     def split(table: pa.Table) -> tuple[dict[str, pa.Table], Counter[str], list[dict[str, Any]]]:
-        groups, failed, counts = split_stage_rows(table, plan)
+        groups, failed, counts = split_stage_rows(table, plan, instruments)
         if history_columns:
             groups["histories"] = history_part(table, plan)
         if failed is not None:

@@ -58,6 +58,8 @@ class Request:
     """Validation context of the answer (e.g. the minimum number of words)."""
     max_tokens: int | None = None
     temperature: float | None = None
+    seed: int | None = None
+    """The request's own sampling seed (else the run's): samples of one prompt that must differ."""
 
     def json_schema(self) -> dict[str, Any]:
         return self.schema if self.schema is not None else json_schema(self.answer)
@@ -165,6 +167,7 @@ async def send(client: LLMClient, request: Request, usage: Usage) -> Any:
         context=request.context,
         max_tokens=request.max_tokens,
         temperature=request.temperature,
+        seed=request.seed,
         usage=usage,
         schema=request.schema,
     )

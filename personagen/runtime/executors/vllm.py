@@ -115,7 +115,7 @@ def sampling_params(llm: LLMConfig, request: Request) -> dict[str, Any]:
     """vLLM `SamplingParams` fields of a request: those the OpenAI path sends, and the schema
     as structured output. The schema goes as JSON text: as a nested dict it would become an
     Arrow struct in the dataset, whose merged fields come back as spurious null keywords."""
-    params = sampling(llm, request.max_tokens, request.temperature)
+    params = sampling(llm, request.max_tokens, request.temperature, request.seed)
     params["structured_outputs"] = _constraint(llm, request.json_schema())
     return params
 
