@@ -30,7 +30,7 @@ from personagen.psychometrics.flags import FlagOptions
 Section = Options
 """Every config section: unknown keys are errors, values are validated on set."""
 
-LLM_STAGES = ("mine", "judge", "score", "consistency", "revise", "queries")
+LLM_STAGES = ("mine", "judge", "score", "consistency", "revise", "queries", "describe")
 """The stages that ask an LLM; each has its own LLM settings (`Config.stage_llm`) and pool."""
 
 
@@ -130,6 +130,7 @@ class PoolsConfig(Section):
     consistency: PoolConfig = Field(default_factory=PoolConfig)
     revise: PoolConfig = Field(default_factory=PoolConfig)
     queries: PoolConfig = Field(default_factory=PoolConfig)
+    describe: PoolConfig = Field(default_factory=PoolConfig)
 
     def of(self, stage: str) -> PoolConfig:
         return getattr(self, stage)
@@ -371,6 +372,24 @@ class TrainEmbedderConfig(StageLLMConfig, TrainingOptions):
         return self._llm(llm, max_tokens=self.max_tokens)
 
 
+class BaselineConfig(StageLLMConfig):
+    """`personagen baseline`: the sets the paper compares against (the LLM-personas writer's
+    endpoint and model are this section's overrides of `llm`)."""
+
+    temperature: float = Field(
+        1.0,
+        gt=0,
+        le=2,
+        description="sampling temperature of the written personas (llm-personas) and of the "
+        "bare model's answers (no-persona): samples must differ",
+    )
+    max_tokens: int = Field(1024, ge=1, description="answer token limit of one written persona")
+
+    def endpoint(self, llm: LLMConfig) -> LLMConfig:
+        """The LLM settings persona writing uses: `llm` with this section's overrides."""
+        return self._llm(llm, max_tokens=self.max_tokens)
+
+
 class BuildAlignConfig(Section):
     """The aligned set a build ends with (BANK/aligned), when enabled."""
 
@@ -446,6 +465,7 @@ class Config(Section):
     index: IndexOptions = Field(default_factory=IndexOptions)
     adapt: AdaptConfig = Field(default_factory=AdaptConfig)
     train_embedder: TrainEmbedderConfig = Field(default_factory=TrainEmbedderConfig)
+    baseline: BaselineConfig = Field(default_factory=BaselineConfig)
     build: BuildConfig = Field(default_factory=BuildConfig)
     pools: PoolsConfig = Field(default_factory=PoolsConfig)
 
@@ -461,6 +481,7 @@ class Config(Section):
             "score": self.score,
             "revise": self.adapt,
             "queries": self.train_embedder,
+            "describe": self.baseline,
         }
         if stage not in sections:
             raise ConfigError(f"no LLM stage {stage!r}; stages: {', '.join(LLM_STAGES)}")
@@ -489,7 +510,7 @@ class Config(Section):
         """The configuration as plain data, safe to print or to store in a manifest."""
         data = self.model_dump(mode="json")
         data["llm"]["api_key"] = "****" if self.llm.api_key() else "(not set)"
-        for name in ("judge", "score", "adapt", "train_embedder"):
+        for name in ("judge", "score", "adapt", "train_embedder", "baseline"):
             section = getattr(self, name)
             data[name]["api_key"] = "****" if section.endpoint(self.llm).api_key() else "(not set)"
         return mask_urls(data)

@@ -16,6 +16,7 @@ from personagen.psychometrics.answers import (
     NoScaleAnswer,
     answer_distribution,
     answer_point,
+    sample_point,
     supports_logprobs,
 )
 from personagen.psychometrics.instruments import LIKERT_5, Scale
@@ -125,3 +126,22 @@ def test_distribution_matches_scipy_logsumexp(answers):
     dist = answer_distribution(answers, SEVEN)
     np.testing.assert_allclose(dist.probs, np.exp(point_logp - total), rtol=1e-9, atol=1e-15)
     assert dist.coverage == pytest.approx(min(1.0, math.exp(total)), rel=1e-9)
+
+
+def test_sampled_answers_follow_the_tempered_distribution():
+    """Draws at temperature T have frequencies p ** (1/T), renormalised; points the model gave
+    no probability are never drawn; a seed gives one answer."""
+    dist = answer_distribution(
+        [("2", math.log(0.2)), ("3", math.log(0.5)), ("5", math.log(0.3))], LIKERT_5
+    )
+    draws = 20_000
+    for temperature in (1.0, 0.5, 2.0):
+        tempered = np.array(dist.probs) ** (1 / temperature)
+        expected = tempered / tempered.sum()
+        points = [sample_point(dist, LIKERT_5, temperature, seed) for seed in range(draws)]
+        observed = np.bincount(np.array(points) - 1, minlength=5) / draws
+        assert observed[0] == observed[3] == 0.0
+        np.testing.assert_allclose(observed, expected, atol=4 * np.sqrt(0.25 / draws))
+    assert sample_point(dist, LIKERT_5, 0.7, 11) == sample_point(dist, LIKERT_5, 0.7, 11)
+    with pytest.raises(ValueError, match="must be > 0"):
+        sample_point(dist, LIKERT_5, 0.0, 1)

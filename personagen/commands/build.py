@@ -136,6 +136,7 @@ def build(cfg: Config, bank: str | Path, *, replace: bool = False) -> Summary:
     fingerprint = input_fingerprint(files)
     if replace:
         ctx.bank.clear()
+    ctx.bank.claim_origin("mined")
     ctx.bank.claim(
         "inputs",
         fingerprint,

@@ -80,6 +80,7 @@ STAGE_ROWS: dict[str, list[tuple[str, str]]] = {
         ("bank personas scored", "bank:scored"),
         ("  in logprob mode", "bank:mode:logprob"),
         ("  in logprob mode, some items as text", "bank:mode:logprob+text"),
+        ("  sampled from the answer distribution (no-persona)", "bank:mode:sample"),
         ("  in text mode", "bank:mode:text"),
         ("  in batch mode", "bank:mode:batch"),
         ("  flagged (score_flags)", "bank:flagged"),
@@ -358,3 +359,32 @@ def print_estimate(result: Estimate, console: Console | None = None) -> None:
             "  no cost: set a price, e.g. --set llm.prices.gpt-4o-mini.prompt=0.15 "
             "--set llm.prices.gpt-4o-mini.completion=0.6 (USD per 1M tokens)"
         )
+
+
+COMPARISON_COLUMNS = [
+    ("energy x floor", ("in_distribution", "x_floor", "energy")),
+    ("held-out x floor", ("held_out", "x_floor", "energy")),
+    ("reduction %", ("in_distribution", "reduction_pct", "energy")),
+    ("coverage", ("diversity", "coverage")),
+    ("(real)", ("diversity", "coverage_real")),
+    ("Vendi", ("narratives", "vendi")),
+]
+
+
+def print_comparison(document: dict[str, Any]) -> None:
+    """The experiment's table, one per reference (the HTML report has every column)."""
+    from personagen.evaluate.comparison_report import cell
+
+    console = Console()
+    for name, result in document["references"].items():
+        table = Table(title=f"against {name}", title_justify="left")
+        table.add_column("set")
+        table.add_column("n", justify="right")
+        for header, _ in COMPARISON_COLUMNS:
+            table.add_column(header, justify="right")
+        for set_name, row in result["sets"].items():
+            values = [cell(row, path) for _, path in COMPARISON_COLUMNS]
+            table.add_row(
+                set_name, f"{row['n']:,}", *("-" if v is None else f"{v:.2f}" for v in values)
+            )
+        console.print(table)

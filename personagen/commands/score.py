@@ -21,7 +21,7 @@ from personagen.commands.consistency import check_pending
 from personagen.commands.render import llm_rows
 from personagen.config import Config, ScoreConfig
 from personagen.errors import PersonagenError
-from personagen.io.bank import KEY, Bank, scores_of
+from personagen.io.bank import KEY, NO_PERSONA_ORIGIN, Bank, scores_of
 from personagen.psychometrics.instruments import Instrument, get_instrument
 from personagen.psychometrics.scoring import check_min_items
 from personagen.runtime.context import RunContext, run_stage
@@ -44,7 +44,7 @@ def score(cfg: Config, bank: str | Path, *, replace: bool = False) -> Summary:
         ctx.bank.drop([checking.STAGE], [checking.STAGE])
     pending, counts = pending_personas(ctx.bank, cfg.score, instrument.id)
     if pending.num_rows:
-        counts.update(score_pending(ctx, instrument, pending))
+        counts.update(score_pending(ctx, instrument, pending, bare_temperature(ctx.bank)))
     counts.update(bank_counts(ctx.bank, instrument.id))
     stages = [STAGE]
     if cfg.score.consistency:
@@ -53,12 +53,24 @@ def score(cfg: Config, bank: str | Path, *, replace: bool = False) -> Summary:
     return ctx.finish(Summary(STAGE, counts, stages, rows=llm_rows(stages, counts)))
 
 
-def score_pending(ctx: RunContext, instrument: Instrument, pending: pa.Table) -> Counter[str]:
-    """Score the `pending` personas (id, narrative, kept) into the bank's `scores` group."""
+def bare_temperature(bank: Bank) -> float | None:
+    """The no-persona baseline's sampling temperature (its respondents are the bare model, see
+    `personagen baseline`); None for any other bank."""
+    manifest = bank.manifest()
+    if manifest.get("origin") != NO_PERSONA_ORIGIN:
+        return None
+    return float(manifest["baseline"]["temperature"])
+
+
+def score_pending(
+    ctx: RunContext, instrument: Instrument, pending: pa.Table, bare: float | None = None
+) -> Counter[str]:
+    """Score the `pending` personas (id, narrative, kept) into the bank's `scores` group
+    (`bare`: the no-persona baseline's temperature, see `bare_temperature`)."""
     with ctx.endpoints([STAGE]) as (endpoint,):
         llm = ctx.llm(STAGE)
         mode, probe = resolve_mode(ctx.cfg.score, instrument, llm, endpoint, ctx.cache_dir)
-        stage = score_stage(ctx.cfg, instrument, mode)
+        stage = score_stage(ctx.cfg, instrument, mode, bare_temperature=bare)
         counts = run_stage(ctx, stage, pending, "scores", endpoint)
     counts.update(probe.counts(STAGE))
     return counts

@@ -178,8 +178,8 @@ def render_report(
     out.mkdir(parents=True, exist_ok=True)
     document = {**report, "info": info}
     json_path = out / "report.json"
-    text = json.dumps(document, indent=2, default=_jsonable, allow_nan=False)
-    _atomic_write(json_path, text + "\n")
+    text = json.dumps(document, indent=2, default=jsonable, allow_nan=False)
+    atomic_write(json_path, text + "\n")
     builtin = {
         "histograms": histograms(reference, after, before, reference_weights),
         "correlations": heatmaps(reference, after, before, reference_weights),
@@ -187,17 +187,17 @@ def render_report(
     if weights is not None:
         builtin["weights"] = weights_figure(np.asarray(weights, dtype=np.float64))
     html_path = out / "report.html"
-    _atomic_write(html_path, _html(document, builtin, figures or {}))
+    atomic_write(html_path, _html(document, builtin, figures or {}))
     return json_path, html_path
 
 
-def _atomic_write(path: Path, text: str) -> None:
+def atomic_write(path: Path, text: str) -> None:
     tmp = path.with_suffix(path.suffix + ".tmp")
     tmp.write_text(text, encoding="utf-8")
     tmp.replace(path)
 
 
-def _jsonable(value: Any) -> Any:
+def jsonable(value: Any) -> Any:
     if isinstance(value, np.generic):
         return value.item()
     if isinstance(value, np.ndarray):
@@ -209,7 +209,7 @@ def _jsonable(value: Any) -> Any:
 
 # --------------------------------------------------------------------------- HTML
 
-_CSS = """
+CSS = """
 body{font-family:system-ui,-apple-system,Segoe UI,Helvetica,Arial,sans-serif;margin:24px;
 color:#222;max-width:1200px}
 h1{font-size:1.4em}h2{font-size:1.15em;margin-top:1.6em}
@@ -220,7 +220,7 @@ th{background:#f3f3f3}td:first-child,th:first-child{text-align:left}
 """
 
 
-def _fmt(value: Any, digits: int = 4) -> str:
+def fmt(value: Any, digits: int = 4) -> str:
     if value is None:
         return "-"
     if isinstance(value, float):
@@ -230,7 +230,7 @@ def _fmt(value: Any, digits: int = 4) -> str:
     return html.escape(str(value))
 
 
-def _ratio_cell(ratio: float | None) -> str:
+def ratio_cell(ratio: float | None) -> str:
     if ratio is None:
         return "<td>-</td>"
     css = "good" if ratio <= 2 else "bad"
@@ -262,8 +262,8 @@ def _metrics_table(report: dict[str, Any]) -> str:
     for label, values in metrics_rows(report):
         cells = [f"<td>{html.escape(label)}</td>"]
         for i, value in enumerate(values[:-1]):
-            cells.append(_ratio_cell(value) if i % 2 else f"<td>{_fmt(value)}</td>")
-        cells.append(f"<td>{_fmt(values[-1])}</td>")
+            cells.append(ratio_cell(value) if i % 2 else f"<td>{fmt(value)}</td>")
+        cells.append(f"<td>{fmt(values[-1])}</td>")
         parts.append("<tr>" + "".join(cells) + "</tr>")
     parts.append("</table>")
     return "".join(parts)
@@ -283,7 +283,7 @@ def _trait_table(report: dict[str, Any]) -> str:
                 continue
             m = sets[name]["metrics"]
             for key in ("w1", "ks", "mean_error", "sd_error"):
-                cells.append(f"<td>{_fmt(m[key][trait], 3)}</td>")
+                cells.append(f"<td>{fmt(m[key][trait], 3)}</td>")
         parts.append("<tr>" + "".join(cells) + "</tr>")
     parts.append("</table>")
     return "".join(parts)
@@ -292,8 +292,8 @@ def _trait_table(report: dict[str, Any]) -> str:
 def _kv_table(data: dict[str, Any]) -> str:
     rows = []
     for key, value in data.items():
-        shown = json.dumps(value, default=_jsonable) if isinstance(value, dict | list) else value
-        rows.append(f"<tr><td>{html.escape(str(key))}</td><td>{_fmt(shown)}</td></tr>")
+        shown = json.dumps(value, default=jsonable) if isinstance(value, dict | list) else value
+        rows.append(f"<tr><td>{html.escape(str(key))}</td><td>{fmt(shown)}</td></tr>")
     return "<table>" + "".join(rows) + "</table>"
 
 
@@ -305,7 +305,7 @@ def _html(document: dict[str, Any], figures: dict[str, str], extra: dict[str, st
     sections = [
         "<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'>",
         "<title>personagen alignment report</title>",
-        f"<style>{_CSS}</style></head><body>",
+        f"<style>{CSS}</style></head><body>",
         "<h1>Persona set vs human reference</h1>",
         f"<p>reference rows: {document['n_reference']:,} &middot; personas after: "
         f"{document['n_after']:,}"

@@ -45,6 +45,8 @@ from personagen import TRAITS
 from personagen.errors import PersonagenError
 
 KEY = "persona_id"
+NO_PERSONA_ORIGIN = "baseline:no-persona"
+"""The origin (manifest `origin`) of a bank of bare-model respondents: no narratives."""
 MANIFEST = "manifest.json"
 
 ATTRIBUTES_TYPE = pa.struct(

@@ -94,3 +94,14 @@ def answer_distribution(
         entropy=float(-np.sum(nonzero * np.log(nonzero))),
         coverage=float(min(math.exp(shift) * total, 1.0)),
     )
+
+
+def sample_point(dist: AnswerDistribution, scale: Scale, temperature: float, seed: int) -> int:
+    """One answer drawn from `dist` at `temperature` (probabilities ** (1 / T), renormalised):
+    what sampling the answer token at that temperature gives, restricted to the scale."""
+    if temperature <= 0:
+        raise ValueError(f"a sampling temperature must be > 0, not {temperature}")
+    logp = np.log(np.maximum(np.array(dist.probs), 1e-300)) / temperature
+    weights = np.exp(logp - logp.max()) * (np.array(dist.probs) > 0)
+    rng = np.random.default_rng(seed)
+    return scale.min + int(rng.choice(len(weights), p=weights / weights.sum()))

@@ -56,6 +56,7 @@ from personagen.psychometrics.answers import (
     NoScaleAnswer,
     answer_distribution,
     answer_point,
+    sample_point,
     supports_logprobs,
 )
 from personagen.psychometrics.flags import FAILED_ITEMS, quality_flags
@@ -87,8 +88,10 @@ class TooFewItems(OutputError):
 # ------------------------------------------------------------------------------ prompts
 
 
-def item_prompt() -> Prompt:
-    return load_prompt("score")
+def item_prompt(bare: bool = False) -> Prompt:
+    """The per-item prompt; `bare`: no persona, the model answers about itself (the no-persona
+    baseline)."""
+    return load_prompt("score-bare" if bare else "score")
 
 
 class BatchAnswers(RootModel[dict[str, int]]):
@@ -172,6 +175,13 @@ class ScoreParams:
     seed: int
     settings: ScoreConfig
     model: str = ""
+    bare_temperature: float | None = None
+    """The no-persona baseline: no persona in the prompt, and each answer sampled at this
+    temperature (from the answer distribution in logprob mode, by the server in text mode)."""
+
+    @property
+    def bare(self) -> bool:
+        return self.bare_temperature is not None
 
 
 @dataclass(frozen=True)
@@ -197,7 +207,7 @@ async def score_row(
     if params.mode == "batch":
         answers, errors = await _ask_batches(client, row["narrative"], order, usage, params)
     else:
-        answers, errors = await _ask_items(client, row["narrative"], order, usage, params)
+        answers, errors = await _ask_items(client, row["narrative"], order, usage, params, seed)
     return score_columns(params, seed, order, answers, errors)
 
 
@@ -223,7 +233,7 @@ def score_columns(
     modes = {answer.mode for answer in answers.values()}
     return {
         "instrument": params.instrument.id,
-        "answer_mode": "+".join(m for m in ("logprob", "text", "batch") if m in modes),
+        "answer_mode": "+".join(m for m in ("logprob", "sample", "text", "batch") if m in modes),
         "item_ids": ids,
         "item_responses": values,
         "item_entropy": [answers[i].entropy if i in answers else None for i in ids],
@@ -292,6 +302,8 @@ def _too_few(
 def item_messages(params: ScoreParams, narrative: str, item: Item) -> Messages:
     scale = params.instrument.scale
     data = {"persona": narrative, "scale": scale_text(scale), "statement": item.text}
+    if params.bare:
+        del data["persona"]
     return params.prompt.messages(data, scale_slots(scale))
 
 
@@ -305,17 +317,28 @@ def batch_messages(params: ScoreParams, narrative: str, items: list[Item]) -> Me
     return params.prompt.messages(data, scale_slots(scale))
 
 
+def sample_seed(score_seed: int, item: Item) -> int:
+    """A sampled answer's own seed: reproducible, distinct per respondent and item (so answers
+    to identical prompts differ)."""
+    return persona_seed(score_seed, item.id) >> 32  # fits the int32 seeds servers take
+
+
 async def _ask_items(
-    client: LLMClient, narrative: str, order: list[Item], usage: Usage, params: ScoreParams
+    client: LLMClient,
+    narrative: str,
+    order: list[Item],
+    usage: Usage,
+    params: ScoreParams,
+    score_seed: int,
 ) -> tuple[dict[str, ItemAnswer], dict[str, str]]:
     """Every item as its own request, all in flight at once (the client bounds concurrency).
     Stops early, cancelling the rest, once a trait can no longer reach the minimum."""
 
     async def attempt(item: Item) -> tuple[Item, ItemAnswer | str]:
+        messages = item_messages(params, narrative, item)
+        seed = sample_seed(score_seed, item) if params.bare else None
         try:
-            return item, await ask_item(
-                client, item_messages(params, narrative, item), usage, params
-            )
+            return item, await ask_item(client, messages, usage, params, seed)
         except (OutputError, LLMRequestError) as exc:
             return item, row_failure(exc)
 
@@ -344,18 +367,28 @@ async def _ask_items(
 
 
 async def ask_item(
-    client: LLMClient, messages: Messages, usage: Usage, params: ScoreParams
+    client: LLMClient,
+    messages: Messages,
+    usage: Usage,
+    params: ScoreParams,
+    seed: int | None = None,
 ) -> ItemAnswer:
     """One item in logprob or text mode, re-asked with a repair message while the answer is not
-    a scale point. Raises `InvalidItemAnswer` (or the client's `LLMRequestError`)."""
+    a scale point. A bare respondent's answer is sampled with `seed` (see `sample_seed`): drawn
+    from the answer distribution in logprob mode (whose request is the same for every
+    respondent, so the cache answers it once), by the server at the temperature in text mode.
+    Raises `InvalidItemAnswer` (or the client's `LLMRequestError`)."""
     scale = params.instrument.scale
     logprobs = params.mode == "logprob"
     tries = params.settings.item_retries + 1
+    sampled_by_server = params.bare and not logprobs
     for attempt in range(tries):
         completion = await client.chat(
             messages,
             prompt_version=params.prompt.version,
             max_tokens=1 if logprobs else TEXT_MAX_TOKENS,
+            temperature=params.bare_temperature if sampled_by_server else None,
+            seed=seed if sampled_by_server else None,
             top_logprobs=params.settings.top_logprobs if logprobs else None,
             usage=usage,
         )
@@ -363,6 +396,9 @@ async def ask_item(
         if top:
             try:
                 dist = answer_distribution(top, scale)
+                if params.bare_temperature is not None and seed is not None:
+                    point = sample_point(dist, scale, params.bare_temperature, seed)
+                    return ItemAnswer(float(point), dist.entropy, "sample")
                 return ItemAnswer(dist.expected, dist.entropy, "logprob")
             except NoScaleAnswer as exc:
                 error = str(exc)
@@ -478,12 +514,23 @@ def resolve_mode(
 # ------------------------------------------------------------------------------ the stage
 
 
-def score_stage(cfg: Config, instrument: Instrument, mode: str, after: str | None = None) -> Stage:
+def score_stage(
+    cfg: Config,
+    instrument: Instrument,
+    mode: str,
+    after: str | None = None,
+    bare_temperature: float | None = None,
+) -> Stage:
     """The scoring stage (mode resolved, see `resolve_mode`): one request per persona in batch
     mode with every item at once, else a driver of its item (or chunk) requests. In a chain
-    after the judge, personas the judge rejected pass through unscored."""
-    prompt = batch_prompt() if mode == "batch" else item_prompt()
-    params = ScoreParams(instrument, mode, prompt, cfg.seed, cfg.score, cfg.stage_llm(STAGE).model)
+    after the judge, personas the judge rejected pass through unscored. `bare_temperature`:
+    the no-persona baseline's respondents, answers sampled at that temperature (per item)."""
+    bare = bare_temperature is not None
+    if bare and mode == "batch":
+        raise PersonagenError("the no-persona baseline answers per item: use score.mode auto")
+    prompt = batch_prompt() if mode == "batch" else item_prompt(bare)
+    model = cfg.stage_llm(STAGE).model
+    params = ScoreParams(instrument, mode, prompt, cfg.seed, cfg.score, model, bare_temperature)
     if mode == "batch" and requests_per_persona(params) == 1:
         return LLMStage(
             STAGE,
@@ -524,6 +571,7 @@ def provenance(params: ScoreParams) -> dict[str, Any]:
     return {
         "instrument": params.instrument.id,
         "answer_mode": params.mode,
+        "bare_temperature": params.bare_temperature,
         "shuffle_seed": params.seed,
         "shuffle": "items in numpy default_rng(score_seed).permutation order; score_seed = "
         "first 8 bytes of sha256('<seed>:<persona_id>') >> 1",
