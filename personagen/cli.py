@@ -22,6 +22,7 @@ from personagen import __version__
 from personagen.commands import render
 from personagen.config import Config, load_config
 from personagen.errors import PersonagenError
+from personagen.exports import FORMATS
 from personagen.logs import mask_secrets, setup_logging
 
 EXIT_USER_ERROR = 2
@@ -61,7 +62,7 @@ def _report(exc: BaseException) -> None:
     message = mask_secrets(str(exc).strip().splitlines()[0] if str(exc).strip() else repr(exc))
     hint = "" if verbose or isinstance(exc, PersonagenError) else " (run with -v for the traceback)"
     click.echo(f"{kind}: {message}{hint}", err=True)
-    sys.exit(EXIT_USER_ERROR if isinstance(exc, PersonagenError) else EXIT_FAILURE)
+    sys.exit(exc.exit_code if isinstance(exc, PersonagenError) else EXIT_FAILURE)
 
 
 def _verbose_requested() -> bool:
@@ -378,14 +379,17 @@ def _group_options(func: Callable[..., Any]) -> Callable[..., Any]:
     )(func)
 
 
+_instrument_option = click.option(
+    "--instrument",
+    default=None,
+    help="Whose traits: a bank scored with several instruments needs one (its id).",
+)
+
+
 def _set_options(func: Callable[..., Any]) -> Callable[..., Any]:
     """--personas / --reference / --instrument: the persona set, the instrument whose traits
     are used, and the human reference they are measured by."""
-    func = click.option(
-        "--instrument",
-        default=None,
-        help="Whose traits: a bank scored with several instruments needs one (its id).",
-    )(func)
+    func = _instrument_option(func)
     func = click.option(
         "--reference",
         "reference",
@@ -715,6 +719,54 @@ def train_embedder_command(cfg: Config, bank: str, overwrite: bool, out: str) ->
     render.print_summary(f"train-embedder: {bank} -> {out}", summary)
 
 
+# ----------------------------------------------------------------------------------- export
+
+
+@cli.command("export")
+@click.argument("personas", metavar="SET", type=click.Path(exists=True))
+@click.option(
+    "--to",
+    "fmt",
+    required=True,
+    type=click.Choice(FORMATS),
+    help="oasis (OASIS agent profiles), concordia (Concordia players), hf (datasets folder "
+    "with a dataset card), jsonl or csv (one persona per row).",
+)
+@click.option(
+    "--out",
+    "out",
+    required=True,
+    type=click.Path(),
+    help="What to write: a file (concordia, jsonl, csv) or a folder (oasis, hf).",
+)
+@_instrument_option
+@click.option(
+    "--license",
+    "license_id",
+    default=None,
+    metavar="ID",
+    help="Licence of an hf export, a Hub id such as cc-by-4.0 (default: the source corpus's).",
+)
+@click.option("--overwrite", is_flag=True, help="Replace --out if it exists.")
+@common_options()
+def export_command(
+    cfg: Config,
+    personas: str,
+    fmt: str,
+    out: str,
+    instrument: str | None,
+    license_id: str | None,
+    overwrite: bool,
+) -> None:
+    """Export a bank, aligned or adapted set for simulators (OASIS, Concordia) or the Hub."""
+    from personagen.commands.export import export
+
+    summary = export(
+        personas, fmt, out, instrument=instrument, overwrite=overwrite, license=license_id
+    )
+    render.print_summary(f"export: {personas} -> {out}", summary)
+
+
 # ----------------------------------------------------------------------------------- import
 
 
@@ -779,6 +831,77 @@ def import_command(
         replace=replace,
     )
     render.print_summary(f"import: {src} -> {out}", summary)
+
+
+# --------------------------------------------------------------------------------- baseline
+
+
+@cli.command("baseline")
+@click.option(
+    "--kind",
+    type=click.Choice(["llm-personas", "no-persona", "random"]),
+    required=True,
+    help="llm-personas: the LLM writes personas from nothing; no-persona: the bare model "
+    "answers the inventory; random: personas drawn from --from.",
+)
+@click.option("--n", type=int, required=True, help="Personas (respondents) in the set.")
+@click.option(
+    "--from",
+    "source",
+    type=click.Path(exists=True, file_okay=False),
+    default=None,
+    help="The bank a random set is drawn from.",
+)
+@click.option(
+    "--temperature",
+    type=float,
+    default=None,
+    help="Sampling temperature of the written personas or bare answers (baseline.temperature).",
+)
+@click.option(
+    "--instrument",
+    default=None,
+    help="no-persona: the inventory the bare model answers (default: score.instrument).",
+)
+@click.option("--replace", is_flag=True, help="Start the bank over (drop what it holds).")
+@common_options(out=True, out_required=True)
+def baseline_command(
+    cfg: Config,
+    kind: str,
+    n: int,
+    source: str | None,
+    temperature: float | None,
+    instrument: str | None,
+    replace: bool,
+    out: str,
+) -> None:
+    """A set to compare with: LLM-written personas, the bare model, or a random draw."""
+    from personagen.commands.baseline import baseline
+
+    cfg = cfg.updated({"baseline.temperature": temperature, "score.instrument": instrument})
+    summary = baseline(cfg, kind, n, out, source=source, replace=replace)
+    render.print_summary(f"baseline {kind}: {out}", summary)
+
+
+# ------------------------------------------------------------------------------- experiment
+
+
+@cli.command("experiment")
+@click.argument("experiment_file", type=click.Path(exists=True, dir_okay=False))
+@common_options(out=True, out_required=True)
+def experiment_command(cfg: Config, experiment_file: str, out: str) -> None:
+    """The comparison table: persona sets x references, x noise floor, held-out instrument.
+
+    EXPERIMENT_FILE (YAML) names the banks (built, baselines, imported or existing), the sets
+    drawn from them (all, random, aligned, adapted), the references, the held-out instrument
+    and the baseline set; see examples/experiment.yaml and the README section "Reproducing the
+    paper's comparison".
+    """
+    from personagen.commands.experiment import experiment
+
+    summary = experiment(cfg, experiment_file, out)
+    render.print_comparison(summary.outputs["report"])
+    render.print_summary(f"experiment: {experiment_file} -> {out}", summary)
 
 
 def main() -> None:

@@ -196,3 +196,45 @@ def write_histories(
     for part, start in enumerate(range(0, n, n // 3 + 1)):
         pq.write_table(table.slice(start, n // 3 + 1), out / f"part-{part}.parquet")
     return folder
+
+
+def write_scored_bank(
+    bank: Path, n: int, unscored: int = 0, instrument: str = "ipip-50", seed: int = 0
+) -> pa.Table:
+    """A bank of `n` varied personas (`persona_table`), all but the last `unscored` scored on
+    `instrument` with seeded traits around 3.3 (every tenth flagged `low_variance`), recorded
+    in the manifest as built from the blog corpus; returns the scores written."""
+    from personagen import TRAITS
+    from personagen.io.bank import GROUPS
+
+    write_group(bank, "personas", persona_table(n))
+    ids = [f"u{i}/0" for i in range(n - unscored)]
+    x = np.clip(np.random.default_rng(seed).normal(3.3, 0.6, (len(ids), len(TRAITS))), 1, 5)
+    scores = {f.name: pa.nulls(len(ids), f.type) for f in GROUPS["scores"]}
+    scores.update(
+        {
+            "persona_id": pa.array(ids),
+            "instrument": pa.array([instrument] * len(ids)),
+            "answer_mode": pa.array(["logprob"] * len(ids)),
+            "score_model": pa.array(["scorer-1"] * len(ids)),
+            "score_prompt_version": pa.array(["score-v1"] * len(ids)),
+            "score_flags": pa.array(
+                [["low_variance"] if i % 10 == 0 else [] for i in range(len(ids))],
+                pa.list_(pa.string()),
+            ),
+            **{t: pa.array(x[:, j]) for j, t in enumerate(TRAITS)},
+        }
+    )
+    table = pa.table(scores)
+    write_group(bank, "scores", table)
+    update_manifest(
+        bank,
+        build={"input": "/data/blogs", "format": "blogs-xml"},
+        score={
+            "model": "scorer-1",
+            "endpoint": "http://llm:8000/v1",
+            "temperature": 0.0,
+            "seed": 0,
+        },
+    )
+    return table

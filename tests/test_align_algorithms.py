@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+import math
+
 import numpy as np
 import ot
 import pytest
@@ -218,3 +221,13 @@ def test_ray_shards_give_the_same_result_as_one_shard(ray_local):
     assert one.diagnostics["ot"]["atoms_method"] == "kmeans"
     assert np.array_equal(one.indices, many.indices)
     assert np.abs(one.weights - many.weights).max() <= 1e-6
+
+
+def test_too_few_candidates_for_a_pareto_fit_leave_khat_unestimated():
+    """With under ~26 candidates PSIS cannot fit the tail: k-hat is None (a report stores
+    JSON, which has no infinity), the weights are the raw normalised ones."""
+    rng = np.random.default_rng(0)
+    result = align(rng.uniform(1, 5, (12, 5)), rng.uniform(1, 5, (500, 5)), 6, method="is")
+    assert result.diagnostics["is"]["khat"] is None
+    assert json.loads(json.dumps(result.diagnostics, allow_nan=False))["is"]["khat"] is None
+    assert math.isfinite(psis(np.log(rng.uniform(size=200))).khat)

@@ -122,7 +122,7 @@ def importance_weights(
     return result.weights, {
         "density": cfg.density,
         "smoothing": cfg.smoothing,
-        "khat": result.khat,
+        "khat": result.khat if math.isfinite(result.khat) else None,  # None: too few to fit
         "ess": result.ess,
         "ess_raw": kish_ess(raw_w),
         "seconds": time.perf_counter() - started,

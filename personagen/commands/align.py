@@ -265,7 +265,12 @@ def describe(result: AlignResult, notes: list[str], out: Path) -> list[str]:
     if "is" in d:
         lines.append(
             f"importance weights: {d['is']['density']} + {d['is']['smoothing']}, "
-            f"k-hat {d['is']['khat']:.2f}, ESS {d['is']['ess']:,.0f}"
+            + (
+                f"k-hat {d['is']['khat']:.2f}"
+                if d["is"]["khat"] is not None
+                else "k-hat not estimated (too few candidates)"
+            )
+            + f", ESS {d['is']['ess']:,.0f}"
         )
     lines.append(f"ESS of the final weights: {d['ess']:,.0f}")
     lines.extend(notes)
