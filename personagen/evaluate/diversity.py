@@ -25,26 +25,19 @@ from scipy.spatial import cKDTree
 
 COVERAGE_K = 5
 COVERAGE_MAX_REFERENCE = 2000
-"""Reference points coverage is computed on (a seeded uniform subsample beyond it)."""
+"""Reference rows coverage is measured on (a seeded uniform subsample)."""
 CELL_BINS = 3
 """Quantile cells per trait: 3**5 = 243 cells for the Big Five."""
 
 
-def coverage(
-    x: np.ndarray,
-    reference: np.ndarray,
-    *,
-    k: int = COVERAGE_K,
-    max_reference: int = COVERAGE_MAX_REFERENCE,
-    seed: int = 0,
-) -> float:
-    """Share of (at most `max_reference`) reference points within their k-NN radius of a
-    persona in `x` (Naeem et al. 2020)."""
-    ref = _subsample(reference, max_reference, seed)
-    if ref.shape[0] <= k:
-        raise ValueError(f"coverage needs more than k={k} reference rows, got {ref.shape[0]}")
-    radius = cKDTree(ref).query(ref, k=k + 1)[0][:, k]  # the 0-th neighbour is the point itself
-    nearest = cKDTree(x).query(ref, k=1)[0]
+def coverage(x: np.ndarray, reference: np.ndarray, *, k: int = COVERAGE_K) -> float:
+    """Share of `reference` points within their k-NN radius (among the reference) of a persona
+    in `x` (Naeem et al. 2020)."""
+    if reference.shape[0] <= k:
+        raise ValueError(f"coverage needs more than k={k} reference rows, got {reference.shape[0]}")
+    tree = cKDTree(reference)
+    radius = tree.query(reference, k=k + 1)[0][:, k]  # the 0-th neighbour is the point itself
+    nearest = cKDTree(x).query(reference, k=1)[0]
     return float(np.mean(nearest <= radius))
 
 
@@ -70,25 +63,34 @@ def trait_diversity(
     x: np.ndarray, reference: np.ndarray, *, seed: int = 0, repeats: int = 5
 ) -> dict[str, Any]:
     """Coverage and cell uniformity of `x`, and the mean of each over `repeats` uniform samples
-    of as many reference rows (what real people of the same number get)."""
-    edges = cell_edges(reference)
+    of as many real people (what they get). Coverage is measured on at most
+    `COVERAGE_MAX_REFERENCE` reference rows, and the real samples are drawn from the other rows:
+    a sample that included the rows it is measured on would cover itself."""
+    n, m = x.shape[0], reference.shape[0]
     rng = np.random.default_rng(seed)
-    n = x.shape[0]
+    order = rng.permutation(m)
+    held = min(COVERAGE_MAX_REFERENCE, m - n)
+    if held <= COVERAGE_K:
+        raise ValueError(
+            f"coverage of {n} personas needs more than {n + COVERAGE_K} reference rows, got {m}"
+        )
+    measured, others = reference[order[:held]], reference[order[held:]]
+    edges = cell_edges(reference)
     real_cov, real_uni = [], []
     for _ in range(repeats):
-        sample = reference[rng.choice(reference.shape[0], n, replace=n > reference.shape[0])]
-        real_cov.append(coverage(sample, reference, seed=seed))
+        sample = others[rng.choice(others.shape[0], n, replace=False)]
+        real_cov.append(coverage(sample, measured))
         real_uni.append(cell_uniformity(sample, edges))
     return {
-        "coverage": coverage(x, reference, seed=seed),
+        "coverage": coverage(x, measured),
         "coverage_real": float(np.mean(real_cov)),
         "uniformity": cell_uniformity(x, edges),
         "uniformity_real": float(np.mean(real_uni)),
         "method": {
-            "coverage": f"Naeem et al. 2020, k={COVERAGE_K}, on at most "
-            f"{COVERAGE_MAX_REFERENCE:,} reference rows (seed {seed})",
+            "coverage": f"Naeem et al. 2020, k={COVERAGE_K}, on {held:,} reference rows "
+            f"(seed {seed})",
             "uniformity": f"normalised entropy over {CELL_BINS}^5 reference-quantile cells",
-            "real": f"mean over {repeats} uniform samples of {n} reference rows",
+            "real": f"mean over {repeats} uniform samples of {n} of the other reference rows",
         },
     }
 
@@ -123,9 +125,3 @@ def _unit_rows(embeddings: np.ndarray) -> np.ndarray:
     if e.ndim != 2 or e.shape[0] == 0 or not (norms > 0).all():
         raise ValueError("embeddings must be a non-empty 2-D array of non-zero rows")
     return e / norms
-
-
-def _subsample(x: np.ndarray, rows: int, seed: int) -> np.ndarray:
-    if x.shape[0] <= rows:
-        return x
-    return x[np.random.default_rng(seed).choice(x.shape[0], rows, replace=False)]
