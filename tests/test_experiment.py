@@ -6,16 +6,19 @@ import hashlib
 import json
 from pathlib import Path
 
+import pyarrow.parquet as pq
 import pytest
 import yaml
 from browser import assert_renders
 from click.testing import CliRunner
 from conftest import ROOT, shared_path
 from llm_test_server import Faults, LLMTestServer
-from synthetic import stub_llm_sets
+from synthetic import embed_and_index, stub_llm_sets, write_scored_bank
 
 from personagen.cli import cli
+from personagen.commands.experiment import experiment
 from personagen.commands.experiment_spec import load_spec, resolve
+from personagen.config import Config
 from personagen.errors import PersonagenError
 from personagen.evaluate.metrics import HEADLINE
 
@@ -130,3 +133,52 @@ def test_the_bundled_example_runs_end_to_end(ray_local, tmp_path):
         "written": "baseline:llm-personas",
         "bare": "baseline:no-persona",
     }
+
+
+@pytest.mark.slow
+def test_existing_banks_with_aligned_and_adapted_sets_need_no_llm(tmp_path):
+    """A scored, embedded bank used where it is: every select kind, one reference restricted to
+    a set, and no LLM anywhere (the bank is scored; adaptation without revision)."""
+    bank = tmp_path / "bank"
+    write_scored_bank(bank, 120)
+    embed_and_index(bank)
+    spec = {
+        "n": 10,
+        "references": [
+            {"name": "global", "reference": "builtin:global"},
+            {"name": "east-asia", "reference": "builtin:east-asia"},
+        ],
+        "banks": {"b": {"path": "bank"}},
+        "sets": [
+            {"name": "everyone", "bank": "b"},
+            {"name": "drawn", "bank": "b", "select": "random"},
+            {"name": "aligned", "bank": "b", "select": "align", "method": "ot"},
+            {
+                "name": "adapted",
+                "bank": "b",
+                "select": "adapt",
+                "query": "a nurse who likes hiking",
+                "references": ["east-asia"],
+            },
+        ],
+        "baseline": "drawn",
+        "settings": {"adapt.revise": False, "adapt.filters": [], "adapt.k": 40},
+    }
+    path = tmp_path / "experiment.yaml"
+    path.write_text(yaml.safe_dump(spec))
+    summary = experiment(Config(), path, tmp_path / "out")
+    report = summary.outputs["report"]["references"]
+    assert list(report["global"]["sets"]) == ["everyone", "drawn", "aligned"]
+    assert list(report["east-asia"]["sets"]) == ["everyone", "drawn", "aligned", "adapted"]
+    assert report["global"]["sets"]["everyone"]["n"] == 120
+    for table in report.values():
+        drawn = table["sets"]["drawn"]["in_distribution"]["reduction_pct"]
+        assert drawn == dict.fromkeys(HEADLINE, 0.0)
+        assert all(row["held_out"] is None for row in table["sets"].values())
+        assert all(row["narratives"]["vendi"] > 1 for row in table["sets"].values())
+    adapted = pq.read_table(
+        tmp_path / "out" / "sets" / "adapted" / "east-asia" / "personas.parquet"
+    )
+    assert adapted.num_rows == 10
+    assert (tmp_path / "out" / "sets" / "aligned" / "global" / "report.json").is_file()
+    assert not (tmp_path / "out" / "banks").exists(), "a path bank is used where it is"

@@ -208,7 +208,12 @@ def set_data(
     narratives' embeddings."""
     traits = np.column_stack([chosen.column(t).to_numpy(zero_copy_only=False) for t in TRAITS])
     held = None
-    if len(instruments) > 1 and set_spec.select != "adapt":
+    if len(instruments) > 1 and set_spec.select == "adapt":
+        notes.append(
+            f"set {set_spec.name}: adapted personas were revised and answered anew; their "
+            f"{instruments[1]} scores would be the originals', so the held-out columns are empty"
+        )
+    elif len(instruments) > 1:
         held, missing = held_out_traits(bank, instruments[1], chosen.column(KEY).to_pylist())
         if missing:
             notes.append(
