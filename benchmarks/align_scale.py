@@ -2,13 +2,16 @@
 
 1. For each size S: S synthetic personas (a mildly biased, LLM-like trait distribution: means
    shifted by 0.1-0.3 SD toward extraverted, agreeable, open and stable, SDs 0.9x, so the pool
-   still covers the reference) and S synthetic reference rows (correlated Big Five, clipped to
+   still covers the reference; `--bias strong`: shifted 0.3-0.6 SD, SDs 0.8x, a pool that does
+   not cover the reference) and S synthetic reference rows (correlated Big Five, clipped to
    1-5) are written to Parquet; then
    `python -m personagen align --personas P --reference R --n S/10 --out OUT` runs as a
    subprocess while its process tree (the CLI, the Ray head processes and the Ray workers) is
    sampled with psutil for peak memory. Reported: wall time, peak RSS of the tree (an upper
    bound: shared pages such as the Ray object store count once per process), iterations,
-   marginal error, atoms and the phases from report.json.
+   marginal error, atoms and the phases from report.json, and which transport ran (balanced,
+   or unbalanced with the reference mass it left uncovered; `-- --method ot-unbalanced` or
+   `auto` passes the method to the CLI).
 2. POT: the same capacity-one transport problem (reference atoms + the dummy row, personas with
    capacity one), dense, solved by `ot.sinkhorn(..., method="sinkhorn_log")` at the same eps;
    personagen's solver is then run to the same marginal error, in-process, with the complete
@@ -20,6 +23,7 @@
    same personas chosen (same seed), and energy distance of the chosen set to held-out rows.
 
 Run:  PYTHONPATH=. python benchmarks/align_scale.py [--sizes 10000,100000,1000000] [--pot 5000]
+          [--bias mild|strong] [-- --method ot-unbalanced]
 """
 
 from __future__ import annotations
@@ -54,23 +58,25 @@ CORR = np.array(
 )
 REF_MEAN = np.array([3.9, 3.4, 3.0, 3.8, 3.0])
 REF_SD = np.array([0.6, 0.7, 0.9, 0.7, 0.85])
-POOL_SHIFT = np.array([0.15, 0.1, 0.25, 0.15, -0.25])
-POOL_SCALE = 0.9
+POOL_BIAS = {
+    # (mean shift in trait units, SD factor) of the persona pool against the reference
+    "mild": (np.array([0.15, 0.1, 0.25, 0.15, -0.25]), 0.9),
+    "strong": (np.array([0.3, 0.2, 0.5, 0.3, -0.5]), 0.8),
+}
 
 
-def synthetic(rows: int, seed: int, persona: bool) -> np.ndarray:
+def synthetic(rows: int, seed: int, persona: bool, bias: str = "mild") -> np.ndarray:
     rng = np.random.default_rng(seed)
     z = rng.standard_normal((rows, 5)) @ np.linalg.cholesky(CORR).T
-    mean = REF_MEAN + (POOL_SHIFT if persona else 0)
-    sd = REF_SD * (POOL_SCALE if persona else 1)
-    return np.clip(mean + z * sd, 1.0, 5.0)
+    shift, scale = POOL_BIAS[bias] if persona else (0.0, 1.0)
+    return np.clip(REF_MEAN + shift + z * (REF_SD * scale), 1.0, 5.0)
 
 
-def write_inputs(folder: Path, size: int) -> tuple[Path, Path]:
-    personas = folder / f"personas-{size}.parquet"
+def write_inputs(folder: Path, size: int, bias: str) -> tuple[Path, Path]:
+    personas = folder / f"personas-{bias}-{size}.parquet"
     reference = folder / f"reference-{size}.parquet"
     if not personas.exists():
-        x = synthetic(size, 1, persona=True)
+        x = synthetic(size, 1, persona=True, bias=bias)
         table = {"persona_id": pa.array([f"p{i:07d}" for i in range(size)])}
         table.update({t: x[:, j] for j, t in enumerate(TRAITS)})
         pq.write_table(pa.table(table), personas)
@@ -113,11 +119,12 @@ def run_cli(personas: Path, reference: Path, n: int, out: Path, extra: list[str]
     return {"wall_s": wall, "peak_gb": peak[0] / 2**30, "report": report, "output": output}
 
 
-def scale_rows(sizes: list[int], folder: Path, extra: list[str]) -> list[dict]:
+def scale_rows(sizes: list[int], folder: Path, extra: list[str], bias: str) -> list[dict]:
     rows = []
     for size in sizes:
-        personas, reference = write_inputs(folder, size)
-        run = run_cli(personas, reference, size // 10, folder / f"out-{size}", extra)
+        personas, reference = write_inputs(folder, size, bias)
+        load_before = os.getloadavg()[0]
+        run = run_cli(personas, reference, size // 10, folder / f"out-{bias}-{size}", extra)
         info = run["report"]["info"]
         ot = info["diagnostics"]["ot"]
         after = run["report"]["sets"]["after"]
@@ -128,6 +135,8 @@ def scale_rows(sizes: list[int], folder: Path, extra: list[str]) -> list[dict]:
                 "wall_s": run["wall_s"],
                 "peak_gb": run["peak_gb"],
                 "method": info["method"],
+                "uncovered": ot["uncovered"]["mass"] if ot["uncovered"] else None,
+                "balanced_iterations": (ot["balanced_stalled"] or {}).get("iterations"),
                 "atoms": ot["atoms"],
                 "atoms_method": ot["atoms_method"],
                 "eps": ot["epsilon"],
@@ -140,7 +149,7 @@ def scale_rows(sizes: list[int], folder: Path, extra: list[str]) -> list[dict]:
                 "sinkhorn_s": ot["sinkhorn_seconds"],
                 "align_s": info["diagnostics"]["seconds"],
                 "energy_x_floor": after["x_floor"]["energy"],
-                "load": os.getloadavg()[0],
+                "load": (load_before, os.getloadavg()[0]),
             }
         )
         print(_scale_line(rows[-1]), flush=True)
@@ -149,19 +158,26 @@ def scale_rows(sizes: list[int], folder: Path, extra: list[str]) -> list[dict]:
 
 def _scale_line(r: dict) -> str:
     missed = "-" if r["missed_mass"] is None else f"{r['missed_mass']:.1e}"
+    ran = r["method"]
+    if r["balanced_iterations"] is not None:
+        ran += f" (balanced stalled after {r['balanced_iterations']} it)"
+    uncovered = "-" if r["uncovered"] is None else f"{r['uncovered']:.1%}"
     return (
-        f"| {r['size']:,} | {r['n']:,} | {r['wall_s']:.1f} | {r['peak_gb']:.2f} | "
+        f"| {r['size']:,} | {r['n']:,} | {ran} | {uncovered} | {r['wall_s']:.1f} | "
+        f"{r['peak_gb']:.2f} | "
         f"{r['atoms']:,} ({r['atoms_method']}) | {r['eps']:.3g} | {r['iterations']} | "
         f"{r['marginal_error']:.1e} | {missed} | {r['shards']} | {r['compress_s']:.1f} | "
         f"{r['graph_s']:.1f} | {r['sinkhorn_s']:.1f} | {r['align_s']:.1f} | "
-        f"{r['energy_x_floor']:.2f} | {r['load']:.1f} |"
+        f"{r['energy_x_floor']:.2f} | {r['load'][0]:.1f} / {r['load'][1]:.1f} |"
     )
 
 
 SCALE_HEADER = (
-    "| personas = reference rows | n | wall s (CLI) | peak GB (tree RSS) | atoms | eps | "
-    "iterations | marginal error | truncation missed mass | shards | compress s | graph s | "
-    "sinkhorn s | align() s | energy x floor | load avg after |\n" + "|---" * 16 + "|"
+    "| personas = reference rows | n | method ran | uncovered | wall s (CLI) | peak GB (tree RSS) "
+    "| atoms | eps | iterations | marginal error | truncation missed mass | shards | compress s "
+    "| graph s | sinkhorn s | align() s | energy x floor | load avg before / after |\n"
+    + "|---" * 18
+    + "|"
 )
 
 
@@ -266,6 +282,7 @@ def approximation_error(size: int, eps: float) -> list[str]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", default="10000,100000,1000000")
+    parser.add_argument("--bias", choices=sorted(POOL_BIAS), default="mild", help="persona pool")
     parser.add_argument("--pot", type=int, default=5000, help="size of the POT comparison")
     parser.add_argument("--pot-iter", type=int, default=2000)
     parser.add_argument("--eps", type=float, default=0.01)
@@ -283,7 +300,7 @@ def main() -> None:
         f"{os.getloadavg()[0]:.2f}; {time.strftime('%Y-%m-%d %H:%M')}"
     )
     print(SCALE_HEADER)
-    scale_rows([int(s) for s in args.sizes.split(",")], folder, args.cli_args)
+    scale_rows([int(s) for s in args.sizes.split(",")], folder, args.cli_args, args.bias)
     if not args.skip_pot:
         print()
         print("\n".join(pot_comparison(args.pot, args.eps, args.pot_iter)))

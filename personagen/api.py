@@ -84,14 +84,16 @@ def score(
     instrument: str | None = None,
     mode: str | None = None,
     replace: bool = False,
+    surrogate: float | None = None,
     cfg: Config | None = None,
 ) -> Summary:
     """Personas of `bank` answer the inventory (`personagen score`; needs an LLM endpoint,
-    `llm.base_url`, or the embedded model)."""
+    `llm.base_url`, or the embedded model; none with `mode="embedding"`). `surrogate`: the
+    fraction to LLM-score, the others' traits predicted from their embeddings."""
     from personagen.commands.score import score as run
 
     settings = _cfg(cfg).updated({"score.instrument": instrument, "score.mode": mode})
-    return run(settings, Path(bank), replace=replace)
+    return run(settings, Path(bank), replace=replace, surrogate=surrogate)
 
 
 def evaluate(

@@ -14,15 +14,17 @@ import sys
 import traceback
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args
 
 import click
 
 from personagen import __version__
+from personagen.align.options import AlignMethod
 from personagen.commands import render
-from personagen.config import Config, load_config
+from personagen.config import Config, ScoreConfig, load_config
 from personagen.errors import PersonagenError
 from personagen.exports import FORMATS
+from personagen.io.lock import release_all
 from personagen.logs import mask_secrets, setup_logging
 
 EXIT_USER_ERROR = 2
@@ -52,6 +54,8 @@ class _Group(click.Group):
             sys.exit(130)
         except Exception as exc:
             _report(exc)
+        finally:
+            release_all()  # the command has ended, however: its banks are free
 
 
 def _report(exc: BaseException) -> None:
@@ -236,9 +240,19 @@ def judge_command(cfg: Config, bank: str, histories: str | None) -> None:
 )
 @click.option(
     "--mode",
-    type=click.Choice(["auto", "logprob", "text", "batch"]),
+    type=click.Choice(get_args(ScoreConfig.model_fields["mode"].annotation)),
     default=None,
-    help="How personas answer (default: score.mode; auto = logprob where supported).",
+    help="How personas answer (default: score.mode; auto = logprob where supported; calibrated "
+    "= logprob with each item's content-free prior divided out; embedding = zero-shot from "
+    "the narrative's embedding, no LLM).",
+)
+@click.option(
+    "--surrogate",
+    type=click.FloatRange(0, 1, min_open=True),
+    default=None,
+    metavar="FRACTION",
+    help="LLM-score only this random fraction (at least 10 personas) and predict the others' "
+    "traits from their embeddings, with 90% intervals; reports the held-out agreement.",
 )
 @click.option(
     "--check-consistency/--no-check-consistency",
@@ -253,6 +267,7 @@ def score_command(
     bank: str,
     instrument: str | None,
     mode: str | None,
+    surrogate: float | None,
     consistency: bool | None,
     replace: bool,
 ) -> None:
@@ -262,7 +277,8 @@ def score_command(
     cfg = cfg.updated(
         {"score.instrument": instrument, "score.mode": mode, "score.consistency": consistency}
     )
-    render.print_summary(f"score: {bank}", score(cfg, bank, replace=replace))
+    summary = score(cfg, bank, replace=replace, surrogate=surrogate)
+    render.print_summary(f"score: {bank}", summary)
 
 
 @cli.command("consistency")
@@ -506,7 +522,7 @@ def evaluate_command(
 @click.option("--n", "n", required=True, type=click.IntRange(min=1), help="Personas to choose.")
 @click.option(
     "--method",
-    type=click.Choice(["auto", "is", "ot", "is+ot"]),
+    type=click.Choice(get_args(AlignMethod)),
     default=None,
     help="Resampling method (default: config align.method = auto).",
 )
@@ -662,7 +678,7 @@ def search_command(
 )
 @click.option(
     "--method",
-    type=click.Choice(["auto", "is", "ot", "is+ot"]),
+    type=click.Choice(get_args(AlignMethod)),
     default=None,
     help="Alignment method (default: adapt.method, else align.method).",
 )
@@ -890,7 +906,7 @@ def baseline_command(
 @click.argument("experiment_file", type=click.Path(exists=True, dir_okay=False))
 @common_options(out=True, out_required=True)
 def experiment_command(cfg: Config, experiment_file: str, out: str) -> None:
-    """The comparison table: persona sets x references, x noise floor, held-out instrument.
+    """The comparison table: persona sets x references x noise floor, held-out instrument.
 
     EXPERIMENT_FILE (YAML) names the banks (built, baselines, imported or existing), the sets
     drawn from them (all, random, aligned, adapted), the references, the held-out instrument
@@ -902,6 +918,59 @@ def experiment_command(cfg: Config, experiment_file: str, out: str) -> None:
     summary = experiment(cfg, experiment_file, out)
     render.print_comparison(summary.outputs["report"])
     render.print_summary(f"experiment: {experiment_file} -> {out}", summary)
+
+
+# -------------------------------------------------------------------------- validate-scorer
+
+
+@cli.command("validate-scorer")
+@click.option(
+    "--instrument",
+    default=None,
+    help="ipip-50, ipip-neo-120, ipip-neo-300 or a YAML/JSON file (default: score.instrument).",
+)
+@click.option(
+    "--mode",
+    type=click.Choice(get_args(ScoreConfig.model_fields["mode"].annotation)),
+    default=None,
+    help="How personas answer (default: score.mode).",
+)
+@click.option(
+    "--limit",
+    type=click.IntRange(min=3),
+    default=None,
+    help="Only the first N known-answer personas (or users of --histories): a quicker check.",
+)
+@click.option(
+    "--histories",
+    type=click.Path(exists=True, dir_okay=False),
+    default=None,
+    help="JSONL of users' posts with their self-reported Big Five: mine, score and correlate "
+    "persona traits with the self-reports instead.",
+)
+@click.option("--replace", is_flag=True, help="Start --out over (the response cache stays).")
+@common_options(out=True)
+def validate_scorer_command(
+    cfg: Config,
+    instrument: str | None,
+    mode: str | None,
+    limit: int | None,
+    histories: str | None,
+    replace: bool,
+    out: str | None,
+) -> None:
+    """Does the scorer measure anything? Known-answer personas or self-reports vs scores."""
+    from personagen.commands.validate_scorer import validate_histories, validate_scorer
+
+    cfg = cfg.updated({"score.instrument": instrument, "score.mode": mode})
+    if histories is None:
+        target = Path(out or "personagen-validate")
+        summary = validate_scorer(cfg, target, limit=limit, replace=replace)
+    else:
+        target = Path(out or "personagen-validate-histories")
+        summary = validate_histories(cfg, histories, target, limit=limit, replace=replace)
+    render.print_summary(f"validate-scorer: {target}", summary)
+    render.print_validity(summary.outputs["report"])
 
 
 def main() -> None:

@@ -19,7 +19,7 @@ from typing import Any, Literal, get_args, get_origin
 import yaml
 from pydantic import Field, ValidationError, model_validator
 
-from personagen.align.options import AlignOptions
+from personagen.align.options import AlignMethod, AlignOptions
 from personagen.errors import ConfigError
 from personagen.index.options import EmbedderOptions, IndexOptions, TrainingOptions
 from personagen.llm.options import ClientOptions, EmbeddedServerOptions
@@ -218,6 +218,12 @@ class WindowConfig(Section):
 
 class IngestConfig(Section):
     format: Literal["auto", "blogs-xml", "jsonl", "parquet"] = "auto"
+    grouped: Literal["auto"] | bool = Field(
+        "auto",
+        description="whether each user's posts lie in one input file, so that no group-by is "
+        "needed: true = trust it, false = group every user, auto = find the users in several "
+        "files (from their ids) and group only those",
+    )
     min_posts: int = Field(1, ge=1, description="users with fewer non-empty posts are skipped")
     redact: RedactConfig = Field(default_factory=RedactConfig)
     window: WindowConfig = Field(default_factory=WindowConfig)
@@ -229,9 +235,12 @@ class ScoreConfig(StageLLMConfig, FlagOptions):
     instrument: str = Field(
         "ipip-50", description="built-in instrument id or a path to a YAML/JSON instrument file"
     )
-    mode: Literal["auto", "logprob", "text", "batch"] = Field(
+    mode: Literal["auto", "logprob", "calibrated", "text", "batch", "embedding"] = Field(
         "auto",
-        description="auto = logprob where the endpoint returns top_logprobs, otherwise text",
+        description="auto = logprob where the endpoint returns top_logprobs, otherwise text; "
+        "calibrated = logprob with each item's content-free answer prior divided out; "
+        "embedding = zero-shot keyed similarity of narrative and items (no LLM, "
+        "`personagen score` only)",
     )
     only_kept: bool = Field(
         False,
@@ -259,7 +268,7 @@ class ScoreConfig(StageLLMConfig, FlagOptions):
         server that can return logprobs where the mode may read them."""
         if llm.embedded.logits_all is not None:
             return self._llm(llm)
-        logits_all = self.mode in ("auto", "logprob")
+        logits_all = self.mode in ("auto", "logprob", "calibrated")
         return self._llm(llm, embedded=llm.embedded.model_copy(update={"logits_all": logits_all}))
 
 
@@ -290,7 +299,7 @@ class EvaluateConfig(Section):
 class AlignConfig(AlignOptions):
     """`personagen align`: resampling the personas to the reference (see personagen.align)."""
 
-    method: Literal["auto", "is", "ot", "is+ot"] = "auto"
+    method: AlignMethod = "auto"
     replace: bool = Field(False, description="allow a persona to be chosen more than once")
     also: list[str] = Field(
         default_factory=list, description="demographic columns aligned jointly with the traits"
@@ -349,9 +358,7 @@ class AdaptConfig(StageLLMConfig):
         None, description="instrument of the re-scoring; unset = the bank's, else score.instrument"
     )
     n: int = Field(100, ge=1, description="personas chosen when --n is not given")
-    method: Literal["auto", "is", "ot", "is+ot"] | None = Field(
-        None, description="alignment method; unset = align.method"
-    )
+    method: AlignMethod | None = Field(None, description="alignment method; unset = align.method")
 
     def endpoint(self, llm: LLMConfig) -> LLMConfig:
         """The LLM settings the revision uses: `llm` with this section's overrides."""
@@ -396,9 +403,7 @@ class BuildAlignConfig(Section):
     enabled: bool = False
     reference: str = Field("builtin:global", description="as `personagen align --reference`")
     n: int = Field(100, ge=1, description="personas in the aligned set")
-    method: Literal["auto", "is", "ot", "is+ot"] | None = Field(
-        None, description="unset = align.method"
-    )
+    method: AlignMethod | None = Field(None, description="unset = align.method")
     group: str | None = Field(None, description="reference group (region), e.g. east-asia")
     countries: list[str] | None = Field(None, description="reference countries (ISO-2)")
     exclude_flagged: bool = Field(True, description="leave out personas with score_flags")

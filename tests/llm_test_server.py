@@ -89,6 +89,8 @@ class Record:
     time: float
     model: str | None = None
     response_format: str | None = None
+    answer: dict[str, Any] | None = None
+    """The choice sent with a 200 (message and logprobs): what the client caches."""
 
 
 def instance(schema: dict[str, Any], rng: random.Random, words: int) -> Any:
@@ -219,7 +221,10 @@ class LLMTestServer:
         self.stop()
 
     def hold(self) -> None:
-        self._holding = True
+        """Park every request not yet in flight; once `in_flight` is 0, nothing more is answered
+        (a request is in flight from its admission until it is logged)."""
+        with self._lock:
+            self._holding = True
 
     def release(self, drop: bool = False) -> None:
         """Let parked requests go on (or answer them 503 and log them as dropped)."""
@@ -287,35 +292,43 @@ class LLMTestServer:
         with self._lock:
             self._seen[digest] += 1
             seen = self._seen[digest]
-        if self._holding:
+        if not self._admit():
             self.parked += 1
-            while self._holding:
+            while not self._admit():
                 await asyncio.sleep(0.01)
             self.parked -= 1
-        if self._dropping:
-            self._log(digest, "dropped", 503, body)
-            return JSONResponse({"error": {"message": "dropped by the test"}}, status_code=503)
-        rng = random.Random(f"{faults.seed}:{digest}:{seen}")
-        outcome = self._outcome(raw.decode("utf-8", "replace"), rng)
-        forced = self.decide(body) if self.decide is not None else None
-        outcome = forced or outcome
-        if (
-            faults.reject_json_schema
-            and body.get("response_format", {}).get("type") == "json_schema"
-        ):
-            outcome = "no_json_schema"
-        self.in_flight += 1
-        self.max_in_flight = max(self.max_in_flight, self.in_flight)
         try:
+            if self._dropping:
+                self._log(digest, "dropped", 503, body)
+                return JSONResponse({"error": {"message": "dropped by the test"}}, status_code=503)
+            rng = random.Random(f"{faults.seed}:{digest}:{seen}")
+            outcome = self._outcome(raw.decode("utf-8", "replace"), rng)
+            forced = self.decide(body) if self.decide is not None else None
+            outcome = forced or outcome
+            if (
+                faults.reject_json_schema
+                and body.get("response_format", {}).get("type") == "json_schema"
+            ):
+                outcome = "no_json_schema"
             if faults.latency_s:
                 await asyncio.sleep(faults.latency_s)
             if outcome == "hang":
                 await _hang(request, faults.hang_s)
+            status, payload, headers = self._answer(body, outcome, rng)
+            self._log(digest, outcome, status, body, payload)
         finally:
-            self.in_flight -= 1
-        status, payload, headers = self._answer(body, outcome, rng)
-        self._log(digest, outcome, status, body)
+            with self._lock:
+                self.in_flight -= 1
         return JSONResponse(payload, status_code=status, headers=headers)
+
+    def _admit(self) -> bool:
+        """Count a request in flight, unless the server holds (atomic with `hold`)."""
+        with self._lock:
+            if self._holding:
+                return False
+            self.in_flight += 1
+            self.max_in_flight = max(self.max_in_flight, self.in_flight)
+            return True
 
     def _outcome(self, text: str, rng: random.Random) -> str:
         for marker, rule in self.faults.rules.items():
@@ -333,9 +346,19 @@ class LLMTestServer:
                 return outcome
         return "ok"
 
-    def _log(self, digest: str, outcome: str, status: int, body: dict[str, Any]) -> None:
+    def _log(
+        self,
+        digest: str,
+        outcome: str,
+        status: int,
+        body: dict[str, Any],
+        payload: dict[str, Any] | None = None,
+    ) -> None:
         fmt = (body.get("response_format") or {}).get("type")
-        record = Record(digest, outcome, self.phase, status, time.time(), body.get("model"), fmt)
+        answer = payload["choices"][0] if status == 200 and payload else None
+        record = Record(
+            digest, outcome, self.phase, status, time.time(), body.get("model"), fmt, answer
+        )
         with self._lock:
             self.log.append(record)
 

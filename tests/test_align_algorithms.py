@@ -13,13 +13,15 @@ from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 from scipy.stats import spearmanr
 
+from personagen import TRAITS
 from personagen.align.api import align
 from personagen.align.compress import compress_reference
+from personagen.align.coverage import uncovered, weighted_quantiles
 from personagen.align.density import classifier_log_ratio, kde_log_ratio
 from personagen.align.options import AlignOptions
 from personagen.align.select import choose, inclusion_probabilities
 from personagen.align.sharded import Graph, local_shards
-from personagen.align.sinkhorn import sinkhorn
+from personagen.align.sinkhorn import STALL_WINDOW, sinkhorn, stalled
 from personagen.align.weights import psis, truncate
 from personagen.config import RayConfig
 from personagen.errors import PersonagenError
@@ -231,3 +233,116 @@ def test_too_few_candidates_for_a_pareto_fit_leave_khat_unestimated():
     assert result.diagnostics["is"]["khat"] is None
     assert json.loads(json.dumps(result.diagnostics, allow_nan=False))["is"]["khat"] is None
     assert math.isfinite(psis(np.log(rng.uniform(size=200))).khat)
+
+
+def _unbalanced(atoms, mass, x, capacity, *, eps, reg_m, dummy=0.0, eps_start=None):
+    shards = local_shards(x, capacity, 37, atoms.shape[0])
+    Graph(shards, x, atoms, mass, knn=atoms.shape[0], reverse_factor=4.0, reverse_max=64)
+    result = sinkhorn(
+        shards, mass, dummy, eps=eps, eps_start=eps_start, reg_m=reg_m, tol=1e-11, max_iter=10**5
+    )
+    cost = ((atoms[:, None] - x[None]) ** 2).sum(2)
+    plan = np.exp((result.f[:, None] + shards.potentials()[None] - cost) / eps)
+    return result, shards, plan
+
+
+@settings(max_examples=15, deadline=None)
+@given(
+    st.integers(2, 12),
+    st.integers(2, 40),
+    st.sampled_from([0.05, 0.2, 1.0]),
+    st.sampled_from([0.1, 1.0, 10.0]),
+    st.integers(0, 999),
+)
+def test_unbalanced_sinkhorn_equals_pot(k, p, eps, reg_m, seed):
+    """The relaxed atom side against POT's sinkhorn_unbalanced (reg_type "kl", the persona side
+    exact: reg_m = (reg_m, inf)), with different total masses on the two sides."""
+    rng = np.random.default_rng(seed)
+    atoms, x = rng.normal(size=(k, 3)), rng.normal(size=(p, 3))
+    a, b = rng.random(k) + 0.05, rng.random(p) + 0.05
+    a, b = a / a.sum() * rng.uniform(0.5, 2.0), b / b.sum()
+    result, _, plan = _unbalanced(atoms, a, x, b, eps=eps, reg_m=reg_m)
+    assert result.converged
+    cost = ((atoms[:, None] - x[None]) ** 2).sum(2)
+    reference = ot.sinkhorn_unbalanced(
+        a, b, cost, eps, (reg_m, math.inf), reg_type="kl", stopThr=1e-15, numItermax=10**6
+    )
+    assert np.abs(plan - reference).sum() < 1e-6
+    assert np.allclose(plan.sum(0), b, atol=1e-12)
+    assert np.allclose(result.rows, plan.sum(1), atol=1e-12)
+
+
+def test_unbalanced_mass_bounds_and_the_balanced_limit():
+    """With the dummy row (the capacity problem): personas receive 0..1, the real mass is still
+    n, each atom sits at its relaxed target a exp(-f' / reg_m); more reg_m leaves less mass
+    uncovered, and reg_m -> inf gives the balanced plan."""
+    rng = np.random.default_rng(8)
+    y, x, n = traits(rng, 60), traits(rng, 200, shift=0.6, sd=0.5), 40
+    atoms = compress_reference(y, max_atoms=10**6)
+    mass = atoms.mass * n
+    balanced, _, exact = _unbalanced(
+        atoms.points, mass, x, np.ones(200), eps=0.05, reg_m=math.inf, dummy=160, eps_start=1.0
+    )
+    assert balanced.converged
+    left = []
+    for reg_m in (0.05, 0.5, 5.0, 1e7):
+        result, shards, plan = _unbalanced(
+            atoms.points, mass, x, np.ones(200), eps=0.05, reg_m=reg_m, dummy=160, eps_start=1.0
+        )
+        assert result.converged
+        received = shards.received()
+        assert np.all(received >= -1e-12) and np.all(received <= 1 + 1e-9)
+        assert received.sum() == pytest.approx(n, rel=1e-8)
+        f_kl = result.f - 0.05 * np.log(mass)
+        assert np.allclose(result.rows, mass * np.exp(-f_kl / reg_m), rtol=1e-6)
+        left.append(np.maximum(mass - result.rows, 0).sum() / n)
+    assert 0 < left[-1] < 1e-5 < left[2] < left[1] < left[0] < 1
+    assert np.abs(plan - exact).sum() / n < 1e-4
+
+
+def test_auto_relaxes_the_marginal_when_the_pool_misses_a_region():
+    """A narrow pool shifted up misses the reference's low region: the balanced solver stalls,
+    auto goes on unbalanced and says where the reference was not covered (low on every trait);
+    a covering pool stays balanced ot."""
+    rng = np.random.default_rng(9)
+    ref, pool = traits(rng, 1500), traits(rng, 2000, shift=0.6, sd=0.5)
+    result = align(pool, ref, 500, method="auto", seed=0)
+    ot_diag = result.diagnostics["ot"]
+    assert result.method == "ot-unbalanced" and "stalled" in result.reason
+    assert ot_diag["marginal"] == "unbalanced" and ot_diag["balanced_stalled"]["stalled"]
+    assert ot_diag["converged"] and ot_diag["reg_m"] == AlignOptions().reg_m
+    cover = ot_diag["uncovered"]
+    assert 0.005 < cover["mass"] < 0.5
+    for trait in TRAITS:
+        assert cover["region"]["mean"][trait] < cover["reference_mean"][trait] - 0.3
+        assert cover["region"]["quantiles"][trait][1] < cover["reference_mean"][trait]
+    assert json.loads(json.dumps(result.diagnostics, allow_nan=False))["ot"]["uncovered"]
+    covering = align(traits(rng, 2000), ref, 500, method="auto", seed=0)
+    assert covering.method == "ot" and covering.diagnostics["ot"]["uncovered"] is None
+
+
+def test_stall_is_a_rate_that_misses_the_budget():
+    fast = [0.5 * 0.7**t for t in range(30)]
+    slow = [0.05 * 0.995**t for t in range(30)]
+    flat = [0.01 + 0.001 * (t % 2) for t in range(30)]
+    assert not stalled(fast, 1e-3, 100)
+    assert stalled(slow, 1e-3, 200) and not stalled(slow, 1e-3, 2000)
+    assert stalled(flat, 1e-3, 10**6)
+    assert not stalled(slow[:STALL_WINDOW], 1e-3, 1)
+
+
+def test_uncovered_names_the_region_with_the_deficit():
+    points = np.array([[1.0, 1.0], [3.0, 3.0], [5.0, 4.0], [4.0, 2.0]])
+    mass = np.array([1.0, 2.0, 1.0, 0.0])
+    rows = np.array([0.25, 2.5, 1.0, 0.25])
+    summary = uncovered(points, mass, rows, ["a", "b"])
+    assert summary["mass"] == pytest.approx(0.75 / 4)
+    assert summary["atoms_below_half"] == 1
+    assert summary["region"]["mean"] == {"a": 1.0, "b": 1.0}
+    assert summary["region"]["top_atoms"] == [
+        {"traits": {"a": 1.0, "b": 1.0}, "uncovered_share": 0.75 / 4, "kept": 0.25}
+    ]
+    assert uncovered(points, mass, mass, ["a", "b"])["region"] is None
+    values, w = np.arange(10.0), np.ones(10)
+    assert weighted_quantiles(values, w, (0.1, 0.5, 0.9)) == [0.0, 4.0, 8.0]
+    assert weighted_quantiles(values, np.eye(10)[7], (0.1, 0.9)) == [7.0, 7.0]

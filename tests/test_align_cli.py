@@ -79,7 +79,7 @@ def test_align_a_bank_end_to_end(tmp_path):
     counts = report["info"]["counts"]
     assert counts["read"] == 240 and counts["unscored"] == 10
     assert counts["not_kept"] == 20 - sum(1 for i in range(230, 240) if i % 12 == 5)
-    assert counts["flagged"] > 0
+    assert counts["flagged"] == 12  # scored ids 0, 20, ..., 220; all kept (i % 12 != 5)
     assert (
         counts["candidates"]
         == counts["read"] - counts["unscored"] - counts["not_kept"] - counts["flagged"]
@@ -123,6 +123,36 @@ def test_align_parquet_with_replace_and_other_methods(tmp_path, method):
     chosen = pq.read_table(out / "personas.parquet")
     assert chosen.num_rows == 100 and len(set(chosen["persona_id"].to_pylist())) < 100
     assert json.loads((out / "report.json").read_text())["info"]["method"] == method
+
+
+def test_align_unbalanced_reports_what_the_pool_does_not_cover(tmp_path):
+    """--method ot-unbalanced on a pool without low scorers: report.json and the console say how
+    much reference mass is uncovered and where (its trait means against the reference's)."""
+    rng = np.random.default_rng(5)
+    ref = _reference(tmp_path / "ref.parquet", rng)
+    x = np.clip(rng.normal(3.9, 0.4, (300, 5)), 1, 5)
+    personas = _personas(tmp_path / "p.parquet", rng, x=x)
+    out = tmp_path / "out"
+    result = _run(
+        "--personas",
+        personas,
+        "--reference",
+        ref,
+        "--n",
+        100,
+        "--out",
+        out,
+        "--method",
+        "ot-unbalanced",
+    )
+    assert result.exit_code == 0, result.output
+    info = json.loads((out / "report.json").read_text())["info"]
+    assert info["method"] == "ot-unbalanced" and info["method_reason"] == "ot-unbalanced requested"
+    cover = info["diagnostics"]["ot"]["uncovered"]
+    assert info["diagnostics"]["ot"]["marginal"] == "unbalanced" and cover["mass"] > 0.01
+    assert all(cover["region"]["mean"][t] < cover["reference_mean"][t] for t in TRAITS)
+    assert f"uncovered: {cover['mass']:.1%} of the reference mass" in result.output
+    assert "where: trait means O " in result.output
 
 
 def test_align_also_on_demographics(tmp_path):

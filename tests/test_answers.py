@@ -13,9 +13,12 @@ from scipy.stats import entropy
 
 from personagen.errors import PersonagenError
 from personagen.psychometrics.answers import (
+    CALIBRATION_SMOOTHING,
     NoScaleAnswer,
     answer_distribution,
     answer_point,
+    calibrated,
+    content_free_prior,
     sample_point,
     supports_logprobs,
 )
@@ -145,3 +148,54 @@ def test_sampled_answers_follow_the_tempered_distribution():
     assert sample_point(dist, LIKERT_5, 0.7, 11) == sample_point(dist, LIKERT_5, 0.7, 11)
     with pytest.raises(ValueError, match="must be > 0"):
         sample_point(dist, LIKERT_5, 0.0, 1)
+
+
+# ------------------------------------------------------------------------------ calibration
+
+
+def dist_of(probs: list[float]):
+    return answer_distribution(
+        [(str(k + 1), math.log(p)) for k, p in enumerate(probs) if p], LIKERT_5
+    )
+
+
+def test_contextual_calibration_by_hand():
+    """Zhao et al.: p_cal ∝ p / p_cf. A model that says "3" to everything (prior 0.1, 0.1, 0.6,
+    0.1, 0.1) and gives a persona 0.05, 0.05, 0.5, 0.3, 0.1 really leans towards 4."""
+    cf = [dist_of([0.1, 0.1, 0.6, 0.1, 0.1]), dist_of([0.1, 0.1, 0.6, 0.1, 0.1])]
+    prior = content_free_prior(cf, smoothing=0.0)
+    assert prior == pytest.approx((0.1, 0.1, 0.6, 0.1, 0.1))
+    out = calibrated(dist_of([0.05, 0.05, 0.5, 0.3, 0.1]), prior, LIKERT_5)
+    weights = np.array([0.5, 0.5, 0.5 / 0.6, 3.0, 1.0])
+    probs = weights / weights.sum()
+    assert out.probs == pytest.approx(tuple(probs))
+    assert out.expected == pytest.approx(float(np.dot(np.arange(1, 6), probs)))
+    assert out.entropy == pytest.approx(entropy(probs), rel=1e-9)
+    assert out.expected > 3.4 > dist_of([0.05, 0.05, 0.5, 0.3, 0.1]).expected
+
+
+def test_content_free_prior_averages_and_smooths():
+    """The mean of the inputs' distributions, mixed with the uniform one: a point no
+    content-free input gives still has a prior of smoothing / points."""
+    a, b = dist_of([0, 0, 1.0, 0, 0]), dist_of([0, 0, 0.5, 0.5, 0])
+    prior = content_free_prior([a, b])
+    mean = np.array([0, 0, 0.75, 0.25, 0])
+    expected = (1 - CALIBRATION_SMOOTHING) * mean + CALIBRATION_SMOOTHING / 5
+    assert prior == pytest.approx(tuple(expected)) and sum(prior) == pytest.approx(1.0)
+    assert min(prior) == pytest.approx(CALIBRATION_SMOOTHING / 5)
+    with pytest.raises(ValueError):
+        content_free_prior([])
+
+
+@settings(max_examples=80, deadline=None)
+@given(st.lists(st.floats(0.01, 1.0), min_size=5, max_size=5))
+def test_calibration_properties(raw):
+    """Calibrating by a uniform prior changes nothing; calibrating a distribution by itself
+    gives the uniform distribution (an answer that is only the model's prior says nothing)."""
+    probs = np.array(raw) / sum(raw)
+    dist = dist_of(list(probs))
+    same = calibrated(dist, (0.2,) * 5, LIKERT_5)
+    assert same.probs == pytest.approx(dist.probs) and same.expected == pytest.approx(dist.expected)
+    flat = calibrated(dist, dist.probs, LIKERT_5)
+    assert flat.probs == pytest.approx((0.2,) * 5) and flat.expected == pytest.approx(3.0)
+    assert flat.coverage == dist.coverage

@@ -115,3 +115,31 @@ def test_empty_bank_groups_read_as_empty_tables(tmp_path):
     assert bank.read_group(tmp_path, "scores").num_rows == 0
     assert "openness" in bank.read_group(tmp_path, "scores").column_names
     assert bank.done_ids(tmp_path, "quality") == set()
+
+
+def test_parts_written_before_a_column_was_added_read_it_as_null(tmp_path):
+    """A bank scored before `trait_interval` existed: its old parts and a new one read as one
+    table, the old rows with a null interval."""
+    schema = bank.GROUPS["scores"]
+    old_schema = pa.schema([f for f in schema if f.name != "trait_interval"])
+    old = pa.table({f.name: pa.nulls(1, f.type) for f in old_schema}, schema=old_schema)
+    old = old.set_column(0, "persona_id", pa.array(["a/0"])).set_column(
+        1, "instrument", pa.array(["ipip-50"])
+    )
+    bank.write_part(tmp_path / "scores", old)
+    interval = {f.name: 2.0 for f in bank.TRAIT_INTERVAL_TYPE}
+    new = pa.table({f.name: pa.nulls(1, f.type) for f in schema}, schema=schema)
+    new = (
+        new.set_column(0, "persona_id", pa.array(["b/0"]))
+        .set_column(1, "instrument", pa.array(["ipip-50"]))
+        .set_column(
+            schema.get_field_index("trait_interval"),
+            "trait_interval",
+            pa.array([interval], bank.TRAIT_INTERVAL_TYPE),
+        )
+    )
+    bank.write_group(tmp_path, "scores", new)
+    rows = {r["persona_id"]: r for r in bank.read_group(tmp_path, "scores").to_pylist()}
+    assert rows["a/0"]["trait_interval"] is None and rows["b/0"]["trait_interval"] == interval
+    picked = bank.read_group(tmp_path, "scores", ["trait_interval"])
+    assert picked.column_names == ["persona_id", "instrument", "trait_interval"]

@@ -2,6 +2,7 @@ import random
 import re
 
 import pytest
+from conftest import shared_path
 
 from personagen.errors import PersonagenError
 from personagen.io.blogs import (
@@ -14,7 +15,6 @@ from personagen.io.blogs import (
     read_blog_file,
     split_posts,
 )
-from tests.conftest import shared_path
 
 MOJIBAKE = re.compile("Ã.|â€|\ufffd|[\u0000-\u0008\u000e-\u001f\u0080-\u009f]")
 KNOWN_OTHER_ENCODINGS = {

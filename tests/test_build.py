@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import os
-import signal
+import random
 import subprocess
 import sys
 import time
@@ -14,16 +14,18 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
-from llm_test_server import Faults, LLMTestServer
-from test_mine import _grep_tree, _wait_for_job_end, raw_ids, set_args
+from llm_test_server import Faults, LLMTestServer, request_schema, schema_responder
+from test_mine import _grep_tree, kill_when_cached, raw_ids, set_args
 
 from personagen.commands.build import build
-from personagen.commands.estimate import estimate, history_prompt_tokens
-from personagen.commands.ingest import ingest
+from personagen.commands.estimate import ASSUMED_ATTRIBUTES, NARRATIVE_WORDS, estimate
 from personagen.config import load_config
 from personagen.io.bank import read_bank, read_failures, read_manifest
 from personagen.io.histories import read_histories
-from personagen.stages.judge import judge_prompt
+from personagen.stages.judge import CRITERIA, judge_prompt
+from personagen.stages.mine import mine_prompt
+from personagen.stages.score import item_prompt
+from personagen.text.windowing import count_tokens
 
 pytestmark = pytest.mark.slow  # real Ray Data pipelines, 20-90 s each
 
@@ -161,18 +163,7 @@ def test_a_killed_build_resumes_without_losing_or_repeating_rows(ray_local, tmp_
                 assert first.poll() is None, (logs / "run1.err").read_text()[-3000:]
                 assert time.monotonic() < deadline, "the build wrote nothing"
                 time.sleep(0.05)
-            server.hold()
-            while not server.parked:
-                assert first.poll() is None, "the build finished before it could be killed"
-                time.sleep(0.05)
-            time.sleep(1.0)
-            first.send_signal(signal.SIGKILL)
-            first.wait()
-        _wait_for_job_end(first.pid)
-        server.release(drop=True)
-        while server.parked or server.in_flight:
-            time.sleep(0.05)
-        answered_before = server.answered(phase=1)
+            answered_before = kill_when_cached(server, first, bank)
         finished_before = set(raw_ids(bank, "embeddings"))
         assert 0 < len(finished_before) < n, "the kill should land mid-build"
         server.reset_hold()
@@ -194,25 +185,80 @@ def test_a_killed_build_resumes_without_losing_or_repeating_rows(ray_local, tmp_
     assert not leaks, f"the API key leaked into {leaks}"
 
 
-def test_dry_run_counts_the_real_prompts_and_knows_what_is_done(ray_local, tmp_path):
+PERSONA_PROSE = (
+    "Maya is a nurse in her late thirties who lives in a small town in Ohio. She works night "
+    "shifts at the county hospital, raises two teenagers on her own, and spends her Sundays "
+    "gardening, singing in the church choir and cooking for her parents. She writes about long "
+    "walks with her dog, worries about money and her children's schooling, and jokes that "
+    "coffee is the only thing keeping her awake."
+)
+
+
+def assumed_answers(body: dict, rng: random.Random) -> str:
+    """Answers as the dry run assumes them: a persona of NARRATIVE_WORDS words (the prose
+    above, shuffled: no two alike) with the assumed attributes, and a judge that keeps every
+    persona; the inventory items get the stub's digit."""
+    properties = (request_schema(body) or {}).get("properties", {})
+    if "narrative" in properties:
+        words = (PERSONA_PROSE.split() * 10)[:NARRATIVE_WORDS]
+        rng.shuffle(words)
+        return json.dumps({"narrative": " ".join(words), "attributes": ASSUMED_ATTRIBUTES})
+    if "faithfulness" in properties:
+        criterion = {"rationale": "Every claim is supported by the posts.", "score": 5}
+        return json.dumps(dict.fromkeys(CRITERIA, criterion) | {"overall": 5})
+    return schema_responder(Faults().string_words)(body, rng)
+
+
+def test_dry_run_is_within_ten_percent_of_what_the_build_sends(ray_local, tmp_path):
+    """The estimate's requests and prompt tokens per stage against the bodies a build sends to
+    the stub (counted as the estimate counts a message); then it knows the build is done."""
     n = 9
     src = write_users(tmp_path / "users.jsonl", n)
-    cfg = load_config(overrides=[
-        "llm.prices.smollm2-135m-instruct.prompt=1.0",
-        "llm.prices.smollm2-135m-instruct.completion=2.0",
-        f"build.input={src}",
-    ])  # fmt: skip
-    result = estimate(cfg, tmp_path / "no-bank-yet")
-    stages = {s.stage: s for s in result.stages}
-    assert result.histories == n and result.already_done == 0
-    assert stages["mine"].requests == n == stages["judge"].requests
-    assert stages["score"].requests == n * 50
-    ingest(cfg, src, tmp_path / "ingested")
-    histories = read_histories(tmp_path / "ingested")
-    direct = history_prompt_tokens(histories)
-    assert stages["mine"].prompt_tokens == pc.sum(direct.column("mine_tokens")).as_py()
+    bank = tmp_path / "bank"
+    bodies: list[dict] = []
+    with LLMTestServer(Faults(), assumed_answers, decide=lambda b: bodies.append(b)) as server:
+        settings = build_settings(
+            server,
+            "build.align.enabled=false",
+            f"build.input={src}",
+            "llm.prices.stub.prompt=1.0",
+            "llm.prices.stub.completion=2.0",
+        )
+        cfg = load_config(overrides=settings)
+        before = estimate(cfg, bank)
+        summary = build(cfg, bank)
+        after = estimate(cfg, bank)
+    stages = {s.stage: s for s in before.stages}
+    assert (before.histories, before.already_done) == (n, 0)
+    assert summary.counts["score:out"] == n, "every persona kept and scored, as assumed"
+
+    systems = {
+        mine_prompt().system: "mine",
+        judge_prompt().system: "judge",
+        item_prompt().system: "score",
+    }
+    sent: dict[str, list[int]] = {"mine": [], "judge": [], "score": []}
+    for body in bodies:  # the endpoint probes (format, logprobs) belong to no stage
+        stage = systems.get(body["messages"][0]["content"])
+        if stage is not None:
+            sent[stage].append(sum(count_tokens(m["content"]) + 4 for m in body["messages"]))
+    assert {stage: len(tokens) for stage, tokens in sent.items()} == {
+        "mine": n,
+        "judge": n,
+        "score": n * 50,
+    }
+    for stage, tokens in sent.items():
+        assert stages[stage].requests == len(tokens)
+        assert stages[stage].prompt_tokens == pytest.approx(sum(tokens), rel=0.10), stage
     mine = stages["mine"]
     assert mine.cost_usd == pytest.approx((mine.prompt_tokens + 2 * mine.completion_tokens) / 1e6)
+
+    assert (after.histories, after.already_done) == (n, n)
+    assert [(s.stage, s.requests, s.prompt_tokens) for s in after.stages] == [
+        ("mine", 0, 0),
+        ("judge", 0, 0),
+        ("score", 0, 0),
+    ]
 
 
 def test_demo_command_runs_the_whole_build_and_says_where_everything_is(tmp_path):

@@ -4,6 +4,7 @@ import shutil
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from conftest import shared_path
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -13,7 +14,6 @@ from personagen.errors import PersonagenError
 from personagen.io.histories import read_histories
 from personagen.runtime.ingest import READ_TASK_BYTES, read_blocks
 from personagen.text.redact import PATTERNS
-from tests.conftest import shared_path
 
 pytestmark = pytest.mark.usefixtures("ray_local")
 

@@ -87,6 +87,7 @@ def test_neo_120_is_the_short_form_of_neo_300():
         assert (item.trait, item.keyed, item.facet) == (full.trait, full.keyed, full.facet)
 
 
+@pytest.mark.shared_data
 def test_builtin_files_match_the_five_factor_e_source():
     folder = shared_path("instruments")
     with (folder / "ipip-neo-300.keys.csv").open(encoding="utf-8") as f:

@@ -35,7 +35,8 @@ def test_errors_of_the_write_are_raised(tmp_path):
 
 
 def test_an_llm_actor_reports_rows_while_a_slow_batch_runs(monkeypatch):
-    """The ledger hears of rows during a batch, not only when it ends; nothing is counted twice."""
+    """The ledger hears of rows during a batch, not only when it ends; nothing is counted twice;
+    the client's requests in flight come with them."""
     import asyncio
 
     from personagen.config import LLMConfig
@@ -44,7 +45,11 @@ def test_an_llm_actor_reports_rows_while_a_slow_batch_runs(monkeypatch):
     from personagen.stages.base import DrivenStage
 
     reports: list[dict[str, int]] = []
-    ledger = SimpleNamespace(add=SimpleNamespace(remote=reports.append))  # an actor handle
+    levels: list[tuple[str, dict[str, float]]] = []
+    ledger = SimpleNamespace(  # an actor handle
+        add=SimpleNamespace(remote=reports.append),
+        level=SimpleNamespace(remote=lambda stage, _, values: levels.append((stage, values))),
+    )
 
     async def slow(client, row, usage, params):
         await asyncio.sleep(0.05 * row["i"])
@@ -63,3 +68,6 @@ def test_an_llm_actor_reports_rows_while_a_slow_batch_runs(monkeypatch):
     assert sum(r.get("test:rows", 0) for r in reports) == 4
     assert sum(r.get("test:skipped", 0) for r in reports) == 1  # "e" passed over, counted
     assert sum(r.get("test:requests", 0) for r in reports) == 4
+    assert levels and {stage for stage, _ in levels} == {"test"}
+    assert all(v["ceiling"] == 4 and 1 <= v["limit"] <= 4 for _, v in levels)
+    assert levels[-1][1]["in_flight"] == 0  # the batch has ended

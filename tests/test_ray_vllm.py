@@ -5,7 +5,9 @@ processor config built from our config (and the real `build_processor`, which ne
 the engine actors start); that preprocess sends exactly the request the OpenAI-client path sends
 (compared with the body the real `LLMClient` sends to the test server); that postprocess turns the
 same answer into the same columns, and a malformed answer into a failure; and a real Ray Data run
-of the real `Processor` machinery in which a stand-in engine stage answers in place of vLLM.
+of the processor `build_processor` makes (chat template, tokenize, engine, detokenize, with a
+small tokenizer made here) in which a stand-in engine stage answers in place of vLLM, after
+checking each request as vLLM 0.29's `SamplingParams` and `StructuredOutputsParams` would.
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ from personagen.psychometrics.instruments import get_instrument
 from personagen.runtime.executors.endpoint import llm_endpoint
 from personagen.runtime.executors.vllm import (
     ENGINE_ERROR,
+    NOOP_SCHEMA,
     OUT,
     ROW,
     map_vllm_stage,
@@ -37,7 +40,6 @@ from personagen.runtime.executors.vllm import (
     postprocess,
     preprocess,
     processor_config,
-    row_functions,
     score_mode,
     vllm_processor,
 )
@@ -240,19 +242,31 @@ def test_a_malformed_answer_is_a_failure_with_its_reason(name):
     assert not set(columns) & set(stage.columns.names)  # no half-filled output
 
 
-def test_rows_the_stage_does_not_take_pass_untouched():
-    stage, llm, row = stage_and_row("score")
+@pytest.mark.parametrize(
+    ("response_format", "constraint"),
+    [
+        ("auto", {"json": json.dumps(NOOP_SCHEMA)}),
+        ("json_object", {"json_object": True}),
+        ("none", None),
+    ],
+)
+def test_rows_the_stage_does_not_take_pass_untouched(response_format, constraint):
+    """A skipped row's one-token request has the fields and the constraint kind of a real one:
+    a block of skipped rows only must give `sampling_params` the same Arrow type."""
+    stage, _, row = stage_and_row("score")
+    llm = config(f"llm.response_format={response_format}").stage_llm("score")
+    real = preprocess(packed(row), stage=stage, llm=llm)["sampling_params"]
     for skipped in ({**row, "kept": False}, {**row, "judge__error": "timeout"}):
         request = preprocess(packed(skipped), stage=stage, llm=llm)
-        assert request["sampling_params"]["max_tokens"] == 1
-        assert request["sampling_params"]["structured_outputs"] is None
-        assert set(request["sampling_params"]) == {
-            "max_tokens",
-            "temperature",
-            "seed",
-            "structured_outputs",
+        params = request["sampling_params"]
+        assert params == {
+            "max_tokens": 1,
+            "temperature": 0.0,
+            "seed": 7,
+            "structured_outputs": constraint,
         }
-        answer = {"generated_text": "5", "num_input_tokens": 3, "num_generated_tokens": 1}
+        assert pa.array([params]).type == pa.array([real]).type
+        answer = {"generated_text": "{", "num_input_tokens": 3, "num_generated_tokens": 1}
         out = postprocess({**packed(skipped), **answer}, stage, llm)
         assert json.loads(out[OUT]) == {}
 
@@ -260,93 +274,199 @@ def test_rows_the_stage_does_not_take_pass_untouched():
 # ------------------------------------------------------------------------------ Ray Data
 
 
+# vLLM 0.29.0 (the version ray[llm] 2.60 pins), vllm/sampling_params.py: the fields a request
+# may set in `sampling_params` (SamplingParams' input fields), those of its `structured_outputs`
+# (StructuredOutputsParams), and the constraints of which exactly one must be set.
+# fmt: off
+SAMPLING_FIELDS = frozenset([
+    "n", "presence_penalty", "frequency_penalty", "repetition_penalty", "temperature", "top_p",
+    "top_k", "min_p", "seed", "stop", "stop_token_ids", "ignore_eos", "max_tokens", "min_tokens",
+    "logprobs", "prompt_logprobs", "logprob_token_ids", "flat_logprobs", "detokenize",
+    "skip_special_tokens", "spaces_between_special_tokens", "include_stop_str_in_output",
+    "output_kind", "stream_interval", "skip_clone", "structured_outputs", "logit_bias",
+    "allowed_token_ids", "extra_args", "bad_words", "skip_reading_prefix_cache",
+    "thinking_token_budget", "repetition_detection", "routed_experts_prompt_start",
+    "trace_decode_token_ids",
+])
+STRUCTURED_FIELDS = frozenset([
+    "json", "regex", "choice", "grammar", "json_object", "disable_any_whitespace",
+    "disable_additional_properties", "whitespace_pattern", "structural_tag",
+])
+# fmt: on
+CONSTRAINTS = ("json", "regex", "choice", "grammar", "json_object", "structural_tag")
+CHATML = (
+    "{% for message in messages %}<|im_start|>{{ message['role'] }}\n{{ message['content'] }}"
+    "<|im_end|>\n{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+)
+
+
+def tokenizer_folder(folder: Path) -> Path:
+    """A byte-level BPE tokenizer with a ChatML template, as a model folder holds one: what the
+    processor's chat-template, tokenize and detokenize stages load (decoding gives back any
+    text exactly)."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    bpe = Tokenizer(models.BPE())
+    bpe.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    bpe.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=400,
+        special_tokens=["<|im_start|>", "<|im_end|>"],
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+    )
+    bpe.train_from_iterator([json.dumps(PERSONA), json.dumps(JUDGEMENT)], trainer)
+    PreTrainedTokenizerFast(
+        tokenizer_object=bpe, bos_token="<|im_start|>", eos_token="<|im_end|>", chat_template=CHATML
+    ).save_pretrained(folder)
+    return folder
+
+
 class _StandInEngine:
     """Built lazily: the stage classes come from ray.llm, imported inside the tests."""
 
     @staticmethod
-    def stage() -> Any:
+    def stage(tokenizer: Path) -> Any:
         import ray
         from ray.llm._internal.batch.stages.base import StatefulStage, StatefulStageUDF
 
         # Plain values: the class travels to Ray workers by value; tests/ is not importable there.
         answers = {"narrative": json.dumps(PERSONA), "overall": json.dumps(JUDGEMENT)}
+        sampling_fields, structured_fields, constraints = (
+            SAMPLING_FIELDS,
+            STRUCTURED_FIELDS,
+            CONSTRAINTS,
+        )
+
+        def checked(sampling_params: dict[str, Any]) -> dict[str, Any] | None:
+            """The request's constraint, after the checks vLLM 0.29 makes when Ray 2.60's engine
+            stage builds `SamplingParams(**params, structured_outputs=
+            StructuredOutputsParams(**constraint))` (`_prepare_llm_request`)."""
+            params = dict(sampling_params)
+            structured = params.pop("structured_outputs", None)
+            unknown = set(params) - sampling_fields
+            assert not unknown, f"SamplingParams has no field {sorted(unknown)}"
+            assert isinstance(params["max_tokens"], int) and params["max_tokens"] >= 1
+            assert isinstance(params["temperature"], float)
+            if not structured:  # Ray passes structured_outputs=None
+                return None
+            unknown = set(structured) - structured_fields
+            assert not unknown, f"StructuredOutputsParams has no field {sorted(unknown)}"
+            kinds = [k for k in constraints if structured.get(k) is not None]
+            assert len(kinds) == 1, f"exactly one structured-output constraint, got {structured}"
+            assert isinstance(structured.get("json") or "", (str, dict))
+            assert isinstance(structured.get("json_object") or False, bool)
+            return structured
 
         class AnswerUDF(StatefulStageUDF):
-            """In place of vLLM: a valid persona or judgement (by the schema asked), malformed
-            text for rows whose prompt holds BROKEN, an engine error (as vLLM's stage reports it
-            with should_continue_on_error) for ENGINE-FAIL."""
+            """In place of vLLM, behind the chat-template and tokenize stages: a valid persona
+            or judgement (by the schema asked), malformed text for rows whose prompt holds
+            BROKEN, an engine error (as vLLM's stage reports it with should_continue_on_error)
+            for ENGINE-FAIL. Answers as token ids, which the detokenize stage turns into text."""
+
+            def __init__(self, data_column: str, expected_input_keys: list[str]) -> None:
+                from transformers import AutoTokenizer
+
+                super().__init__(data_column, expected_input_keys)
+                self.tokenizer = AutoTokenizer.from_pretrained(str(tokenizer))
 
             async def udf(self, batch: list[dict[str, Any]]):
                 for row in batch:
-                    messages = row["messages"]
-                    assert [m["role"] for m in messages][-1] == "user"
-                    prompt = messages[-1]["content"]
-                    structured = row["sampling_params"].get("structured_outputs") or {}
-                    text = "."
-                    if structured:
-                        asked = json.loads(structured["json"])["properties"]
-                        text = next(a for key, a in answers.items() if key in asked)
+                    prompt = row["prompt"]
+                    assert prompt.startswith("<|im_start|>") and prompt.endswith("assistant\n")
+                    tokens = list(row["tokenized_prompt"])
+                    assert tokens == self.tokenizer(prompt)["input_ids"]
+                    # no constraint (llm.response_format=none) is unconstrained text for vLLM
+                    structured = checked(row["sampling_params"]) or {"json": "{}"}
+                    asked = json.loads(structured["json"]).get("properties", {})
+                    text = next((a for key, a in answers.items() if key in asked), "{")
+                    if "BROKEN" in prompt:
+                        text = "not JSON at all"
                     out = {
                         self.IDX_IN_BATCH_COLUMN: row[self.IDX_IN_BATCH_COLUMN],
-                        "generated_text": "not JSON at all" if "BROKEN" in prompt else text,
-                        "num_input_tokens": len(prompt) // 4,
-                        "num_generated_tokens": len(text) // 4,
+                        "prompt": prompt,
+                        "prompt_token_ids": tokens,
+                        "num_input_tokens": len(tokens),
+                        "generated_tokens": self.tokenizer(text)["input_ids"],
+                        "generated_text": "",
+                        "num_generated_tokens": len(self.tokenizer(text)["input_ids"]),
                         ENGINE_ERROR: "",
                     }
                     if "ENGINE-FAIL" in prompt:
-                        out.update(generated_text="", num_generated_tokens=0)
+                        out.update(prompt_token_ids=None, num_input_tokens=0)
+                        out.update(generated_tokens=[], num_generated_tokens=0)
                         out[ENGINE_ERROR] = "ValueError: prompt is longer than max_model_len"
                     yield out
 
         class AnswerStage(StatefulStage):
             fn: type = AnswerUDF
 
+            def get_required_input_keys(self) -> dict[str, str]:
+                return {"sampling_params": "as vLLM's engine stage requires"}
+
         return AnswerStage(
             fn_constructor_kwargs={},
-            map_batches_kwargs={"compute": ray.data.ActorPoolStrategy(size=1), "num_cpus": 0.25},
+            map_batches_kwargs={"compute": ray.data.ActorPoolStrategy(size=1), "num_cpus": 0.1},
         )
 
 
-@pytest.mark.slow  # a real Ray Data stream of two processors, ~40 s here
-def test_mine_and_judge_through_ray_data_processors(ray_local, tmp_path):
-    """The real Processor (preprocess, engine stage, postprocess wrappers) in a real stream,
-    the stand-in answering in place of vLLM: rows reach the bank as with the OpenAI path."""
-    import ray
-    from ray.data.llm import Processor
+def batches_of(llm: Any, rows: int) -> Any:
+    """`llm` with processor batches of `rows` rows."""
+    return llm.model_copy(update={"vllm": llm.vllm.model_copy(update={"batch_size": rows})})
 
-    cfg = config()
-    texts = ["Tea at noon."] * 4 + ["BROKEN answer please", "ENGINE-FAIL here"]
+
+def stand_in_processor(stage: Any, llm: Any, tokenizer: Path) -> Any:
+    """The processor `build_processor` makes for `stage`, its vLLM engine stage replaced by the
+    stand-in; every stage on a tenth of a CPU (the local Ray has two)."""
+    processor = vllm_processor(stage, llm)
+    processor.stages["vLLMEngineStage"] = _StandInEngine.stage(tokenizer)
+    for step in processor.stages.values():
+        step.map_batches_kwargs["num_cpus"] = 0.1
+    return processor
+
+
+@pytest.mark.slow  # a real Ray Data stream of two processors, ~60 s here
+def test_mine_and_judge_through_ray_data_processors(ray_local, tmp_path):
+    """The real processors (preprocess, chat template, tokenize, engine stage, detokenize,
+    postprocess) in a real stream, the stand-in answering in place of vLLM: rows reach the bank
+    as with the OpenAI path. The second block holds only rows whose mining fails; the miner's
+    batches of 3 keep the blocks apart, the judge's batches of 6 merge them, so the judge's
+    processor merges a block in which it takes no row with one in which it takes all."""
+    import ray
+
+    tokenizer = tokenizer_folder(tmp_path / "model")
+    cfg = config(f"llm.model={tokenizer}")
+    texts = ["Tea at noon."] * 3 + ["BROKEN answer please", "ENGINE-FAIL here", "BROKEN again"]
     rows = [history(i, text) for i, text in enumerate(texts)]
     table = pa.Table.from_pylist(
         [{k: v for k, v in r.items() if k != "gender"} for r in rows], schema=HISTORY_COLUMNS
     ).append_column("gender", pa.array(["female"] * len(rows)))
     stages = [
-        (mine.mine_stage(cfg), cfg.stage_llm("mine")),
-        (judge.judge_stage(cfg, after="mine"), cfg.stage_llm("judge")),
+        (mine.mine_stage(cfg), batches_of(cfg.stage_llm("mine"), 3)),
+        (judge.judge_stage(cfg, after="mine"), batches_of(cfg.stage_llm("judge"), 6)),
     ]
-    ds = ray.data.from_arrow(table).repartition(2)
+    ds = ray.data.from_arrow([table.slice(0, 3), table.slice(3, 3)])
     for stage, llm in stages:
-        processor = Processor(
-            processor_config(llm), [_StandInEngine.stage()], **row_functions(stage, llm)
-        )
-        ds = map_vllm_stage(ds, stage, processor)
+        ds = map_vllm_stage(ds, stage, stand_in_processor(stage, llm, tokenizer))
     expected = pa.schema(
         [*table.schema, *output_schema(stages[0][0]), *output_schema(stages[1][0])]
     )
     assert ds.schema().base_schema == expected
     plan = [("mine", "personas", "history_id"), ("judge", "quality", KEY)]
-    sink = PartSink(tmp_path, stage_split(plan), "bank")
+    sink = PartSink(tmp_path / "bank", stage_split(plan), "bank")
     ds.write_datasink(sink)
 
     counts = sink.counts
-    assert (counts["mine:in"], counts["mine:out"], counts["mine:failed"]) == (6, 4, 2)
-    assert (counts["judge:in"], counts["judge:out"], counts["judge:failed"]) == (4, 4, 0)
+    assert (counts["mine:in"], counts["mine:out"], counts["mine:failed"]) == (6, 3, 3)
+    assert (counts["judge:in"], counts["judge:out"], counts["judge:failed"]) == (3, 3, 0)
     assert counts["mine:requests"] == 6 and counts["mine:prompt_tokens"] > 0
-    personas = read_group(tmp_path, "personas")
-    assert sorted(personas.column(KEY).to_pylist()) == [f"u{i}/0" for i in range(4)]
+    bank = tmp_path / "bank"
+    personas = read_group(bank, "personas")
+    assert sorted(personas.column(KEY).to_pylist()) == [f"u{i}/0" for i in range(3)]
+    assert personas.column("narrative").to_pylist() == [PERSONA["narrative"]] * 3
     assert set(personas.column("model").to_pylist()) == {cfg.llm.model}
-    assert read_group(tmp_path, "quality").num_rows == 4
-    failures = read_failures(tmp_path)
+    assert read_group(bank, "quality").num_rows == 3
+    failures = read_failures(bank)
     reasons = dict(
         zip(
             failures.column("input_id").to_pylist(),
@@ -354,8 +474,12 @@ def test_mine_and_judge_through_ray_data_processors(ray_local, tmp_path):
             strict=True,
         )
     )
-    assert reasons["u4/0"] == "invalid answer: no JSON object in the answer"
-    assert reasons["u5/0"] == "vLLM engine error: ValueError: prompt is longer than max_model_len"
+    broken = "invalid answer: no JSON object in the answer"
+    assert reasons == {
+        "u3/0": broken,
+        "u4/0": "vLLM engine error: ValueError: prompt is longer than max_model_len",
+        "u5/0": broken,
+    }
     assert pc.all(pc.equal(failures.column("stage"), "mine")).as_py()
 
 

@@ -1,12 +1,12 @@
 import re
 
 import pytest
+from conftest import shared_path
 from hypothesis import given
 from hypothesis import strategies as st
 
 from personagen.io.blogs import read_blog_file
 from personagen.text.redact import PATTERNS, redact
-from tests.conftest import shared_path
 
 
 @pytest.mark.parametrize(

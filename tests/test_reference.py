@@ -9,6 +9,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from conftest import shared_path
 
 from personagen import TRAITS
 from personagen.errors import PersonagenError
@@ -17,7 +18,6 @@ from personagen.io import builtin, reference
 from personagen.io.reference import load_reference
 from personagen.psychometrics.instruments import get_instrument, spi_instrument
 from personagen.psychometrics.scoring import check_min_items
-from tests.conftest import shared_path
 
 # The standard IPIP-50 key as the data README states it (independent of the package's tables).
 REVERSED = {"E2", "E4", "E6", "E8", "E10", "N2", "N4", "A1", "A3", "A5", "A7"}
@@ -49,6 +49,7 @@ def _cleaning_adds_up(ref: reference.Reference) -> None:
 # --------------------------------------------------------------------------- real files
 
 
+@pytest.mark.shared_data
 def test_big5_scores_match_a_hand_computation():
     path = shared_path("ipip", "big5-2012", "data.csv")
     ref = load_reference(f"big5:{path}")
@@ -71,6 +72,7 @@ def test_big5_scores_match_a_hand_computation():
     assert ref.cleaning["notes"]["age_out_of_range_set_null"] > 0
 
 
+@pytest.mark.shared_data
 def test_ipip_ffm_scores_match_a_hand_computation():
     path = shared_path("ipip", "ipip-ffm", "data-final-first1000.csv")
     ref = load_reference(f"ipip-ffm:{path}")
@@ -98,6 +100,7 @@ def _complete_rows(frame: pd.DataFrame, names: dict[str, str], n_kept: int) -> n
     return complete
 
 
+@pytest.mark.shared_data
 def test_reflected_extract_is_detected_and_undone(tmp_path):
     """The first-1000 file with the stability-keyed items reflected (as in the 20k extract) must
     load to exactly the same scores as the raw file."""
@@ -113,6 +116,7 @@ def test_reflected_extract_is_detected_and_undone(tmp_path):
     np.testing.assert_array_equal(raw.trait_matrix(), undone.trait_matrix())
 
 
+@pytest.mark.shared_data
 def test_items_20k_extract_is_read_with_its_reflected_columns():
     ref = load_reference(f"ipip-ffm:{shared_path('ipip', 'ipip-ffm', 'items-20k.csv')}")
     _cleaning_adds_up(ref)
@@ -127,6 +131,7 @@ def test_items_20k_extract_is_read_with_its_reflected_columns():
     np.testing.assert_allclose(x.std(axis=0), y.std(axis=0), atol=0.1)
 
 
+@pytest.mark.shared_data
 def test_streamed_batches_equal_one_batch(tmp_path, monkeypatch):
     """Tiny blocks (many batches) give the same rows, and duplicates are found across batches."""
     path = shared_path("ipip", "ipip-ffm", "data-final-first1000.csv")
@@ -147,6 +152,7 @@ def test_streamed_batches_equal_one_batch(tmp_path, monkeypatch):
     np.testing.assert_array_equal(streamed.trait_matrix(), whole.trait_matrix())
 
 
+@pytest.mark.shared_data
 def test_spi_instrument_and_scores():
     path = shared_path("ipip", "sapa-spi", "spi.csv")
     keys = json.loads((path.parent / "spi.keys.json").read_text())
@@ -176,6 +182,7 @@ def test_spi_instrument_and_scores():
     assert set(ref.table.column("gender").drop_null().to_pylist()) == {"male", "female"}
 
 
+@pytest.mark.shared_data
 def test_spi_without_its_dictionary_serves_references_but_cannot_be_asked(tmp_path):
     keys = shared_path("ipip", "sapa-spi", "spi.keys.json")
     (tmp_path / "spi.keys.json").write_bytes(keys.read_bytes())
@@ -241,6 +248,7 @@ def test_trait_table_errors(tmp_path):
 # --------------------------------------------------------------------------- groups
 
 
+@pytest.mark.shared_data
 def test_group_and_countries_filter_big5():
     path = shared_path("ipip", "big5-2012", "data.csv")
     frame = pd.read_csv(path, sep="\t", keep_default_na=False)
@@ -299,6 +307,7 @@ def test_builtin_errors():
         load_reference("builtin:europe", group="east-asia")
 
 
+@pytest.mark.shared_data
 @pytest.mark.parametrize("group", ["global", "east-asia", "north-america", "europe"])
 def test_builtin_samples_reproduce_the_source(group):
     """Tolerances, with 200k samples: means and SDs within 0.01 (source SDs are 0.6-0.95 on the
@@ -315,6 +324,7 @@ def test_builtin_samples_reproduce_the_source(group):
     assert np.allclose(sample * 10, np.round(sample * 10))
 
 
+@pytest.mark.shared_data
 def test_builtin_file_is_reproducible_from_the_source():
     """Refitting the shipped groups from the source gives the shipped numbers."""
     path = shared_path("ipip", "big5-2012", "data.csv")
@@ -330,6 +340,7 @@ def test_builtin_file_is_reproducible_from_the_source():
         )
 
 
+@pytest.mark.shared_data
 def test_copula_is_about_as_close_to_the_source_as_another_source_sample():
     """Energy distance of copula samples to half the source, over the noise floor (two halves
     of the source): measured about 1.25x for the global group at n = 1,500; must stay < 1.6x.

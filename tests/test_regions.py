@@ -6,10 +6,10 @@ import importlib.resources
 
 import pyarrow.csv as pacsv
 import pytest
+from conftest import shared_path
 
 from personagen.errors import PersonagenError
 from personagen.io import regions
-from tests.conftest import shared_path
 
 NOT_COUNTRIES = {"A1", "A2", "AP", "EU", "(NU", "NONE"}
 """Codes in the survey files that are not countries (MaxMind proxies/continents, nulls)."""
@@ -93,6 +93,7 @@ def test_unknown_group_and_country_are_clear_errors():
     assert regions.normalize_country(None) is None
 
 
+@pytest.mark.shared_data
 @pytest.mark.parametrize(
     "parts, delimiter",
     [

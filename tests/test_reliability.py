@@ -18,7 +18,7 @@ from personagen import TRAITS
 from personagen.cli import cli
 from personagen.commands.reliability import reliability_report
 from personagen.errors import PersonagenError
-from personagen.io.bank import write_group
+from personagen.io.bank import TRAIT_INTERVAL_TYPE, write_group
 from personagen.psychometrics.flags import quality_flags
 from personagen.psychometrics.human import read_ipip50_responses
 from personagen.psychometrics.instruments import IPIP_50, Instrument
@@ -147,6 +147,7 @@ def write_bank(bank, responses: np.ndarray, instrument: Instrument, seed: int = 
             "score_prompt_version": ["v0"] * len(responses),
             "score_seed": [seed] * len(responses),
             "item_errors": [[]] * len(responses),
+            "trait_interval": pa.nulls(len(responses), TRAIT_INTERVAL_TYPE),
         }
     )
     write_group(bank, "scores", table)
@@ -180,6 +181,7 @@ def test_report_errors(tmp_path):
         reliability_report(tmp_path, custom)
 
 
+@pytest.mark.shared_data
 def test_cli_report_against_human_big5(tmp_path):
     big5 = shared_path("ipip", "big5-2012", "data.csv")
     people = read_ipip50_responses(big5)[:3000]

@@ -33,6 +33,7 @@ from personagen.stages.score import (
     item_prompt,
     persona_seed,
     resolve_mode,
+    resolve_stage,
     score_stage,
 )
 
@@ -144,6 +145,90 @@ def test_an_answer_without_logprobs_is_read_as_text_and_no_scale_token_is_asked_
     assert responses["O1"] == 4.0 and by_id(out, "item_entropy")["O1"] is None
     assert responses["O2"] == 2.0 and usage.repairs == 1 and usage.requests == 51
     assert out["answer_mode"] == "logprob+text"
+
+
+# ------------------------------------------------------------------------------ calibrated mode
+
+CONTENT_FREE_ANSWER = [("3", math.log(0.6)), ("4", math.log(0.2)), ("2", math.log(0.2))]
+PERSONA_ANSWER = [("3", math.log(0.5)), ("4", math.log(0.3)), ("2", math.log(0.2))]
+
+
+def prior_or_persona(body):
+    """Without a persona (N/A, "" or [MASK]) every item gets 3 with 0.6, 2 and 4 with 0.2; the
+    persona 3 with 0.5, 4 with 0.3, 2 with 0.2: after calibration it leans towards 4."""
+    data = request_data(body) if len(body["messages"]) > 1 else {}
+    if data.get("persona") in ("N/A", "", "[MASK]"):
+        return CONTENT_FREE_ANSWER
+    return PERSONA_ANSWER
+
+
+def test_calibrated_mode_divides_out_each_items_content_free_prior(tmp_path):
+    asked = []
+    lock = threading.Lock()
+
+    def logprobs(body):
+        data = request_data(body) if len(body["messages"]) > 1 else {}
+        with lock:
+            asked.append((data.get("persona"), data.get("statement")))
+        return prior_or_persona(body)
+
+    with LLMTestServer(logprobs=logprobs) as server:
+        cfg = load_config(overrides=options(server, "score.mode=calibrated", "llm.timeout_s=60"))
+        endpoint = Endpoint.remote(server.base_url)
+        stage, usage = resolve_stage(
+            cfg, IPIP_50, cfg.stage_llm("score"), endpoint, str(tmp_path / "cache")
+        )
+        # the probe, then each item under each of the three content-free personas
+        assert usage.requests - usage.retries == 1 + 3 * 50  # (a loaded machine may time out)
+        assert len(asked) == len(server.records()) == usage.requests
+        content_free = {(p, item.text) for p in ("N/A", "", "[MASK]") for item in IPIP_50.items}
+        assert set(asked) == {(None, None)} | content_free  # the probe, every item thrice
+        again, usage = resolve_stage(
+            cfg, IPIP_50, cfg.stage_llm("score"), endpoint, str(tmp_path / "cache")
+        )
+        assert usage.requests == 0 and usage.cache_hits == 151, "measured once, then cached"
+        llm = cfg.stage_llm("score")
+
+        async def main():
+            client = LLMClient(llm, endpoint)
+            try:
+                return await ask(
+                    stage, client, {"persona_id": "p/0", "narrative": NARRATIVE}, Usage()
+                )
+            finally:
+                await client.aclose()
+
+        out = asyncio.run(main())
+    smoothing = 0.01
+    prior = (1 - smoothing) * np.array([0, 0.2, 0.6, 0.2, 0]) + smoothing / 5
+    weights = np.array([0, 0.2, 0.5, 0.3, 0]) / prior
+    probs = weights / weights.sum()
+    expected = float(np.dot(np.arange(1, 6), probs))
+    assert expected > 3.1  # the uncalibrated expected value: 2 * 0.2 + 3 * 0.5 + 4 * 0.3
+    assert out["answer_mode"] == "calibrated"
+    assert out["item_responses"] == pytest.approx([expected] * 50)
+    assert out["item_entropy"] == pytest.approx([entropy(probs)] * 50, rel=1e-6)
+    record = stage.provenance["calibration"]
+    assert stage.provenance["answer_mode"] == "calibrated"
+    assert record["content_free"] == ["N/A", "", "[MASK]"] and record["smoothing"] == smoothing
+    assert record["prompt_version"] == item_prompt().version
+    assert record["priors"]["E1"] == pytest.approx(list(prior))
+    assert again.provenance["calibration"] == record
+
+
+def test_calibrated_mode_needs_logprobs_and_a_persona():
+    with (
+        LLMTestServer(logprobs=lambda body: None) as server,
+        pytest.raises(PersonagenError, match=r"score\.mode=calibrated, but the endpoint"),
+    ):
+        resolve(server, "score.mode=calibrated")
+    cfg = load_config()
+    with pytest.raises(PersonagenError, match="no-persona baseline answers per item"):
+        score_stage(cfg, IPIP_50, "calibrated", bare_temperature=1.0)
+    with pytest.raises(ValueError, match="content-free priors"):
+        score_stage(cfg, IPIP_50, "calibrated")
+    with pytest.raises(PersonagenError, match="personagen score BANK --mode embedding"):
+        resolve_mode(load_config(overrides=["score.mode=embedding"]).score, IPIP_50, None, None)
 
 
 # ------------------------------------------------------------------------------ text mode

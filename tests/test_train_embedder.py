@@ -71,7 +71,7 @@ def train_sets(server, *extra: str) -> list[str]:
         "train_embedder.heldout=0.3",
         "train_embedder.max_steps=4",
         "train_embedder.batch_size=12",
-        "train_embedder.learning_rate=5e-5",
+        "train_embedder.learning_rate=2e-4",
         "train_embedder.threads=2",
         "embed.batch_size=16",
         *extra,
@@ -105,9 +105,12 @@ def test_train_a_few_steps_then_embed_index_and_search_with_the_model(ray_local,
         stored = {r[KEY]: r["queries"] for r in read_group(bank, "queries").to_pylist()}
         assert stored["u01/0"] == keyword_queries(texts["u01/0"], 3)
 
-        # held-out retrieval does not get worse after a few steps on its own kind of query
-        assert summary.outputs["after"]["recall@10"] >= summary.outputs["before"]["recall@10"]
-        assert summary.outputs["after"]["mrr@10"] >= summary.outputs["before"]["mrr@10"] - 0.02
+        # held-out retrieval gets better after four steps on its own kind of query: the base
+        # model ranks 23 of the 27 held-out queries' personas first (MRR@10 0.885), the trained
+        # one 24 (0.938); a model that learned nothing keeps the base model's figures
+        before, after = summary.outputs["before"], summary.outputs["after"]
+        assert after["recall@1"] > before["recall@1"]
+        assert after["mrr@10"] >= before["mrr@10"] + 0.03
         assert not (model_dir / "README.md").exists(), "a model card would copy training texts"
         for file in model_dir.rglob("*.json"):
             assert (
@@ -127,11 +130,12 @@ def test_train_a_few_steps_then_embed_index_and_search_with_the_model(ray_local,
         _, held = split_personas(list(texts), 0.3, cfg.seed)
         queries = [(q, pid) for pid in held if pid != failing for q in stored[pid]]
         corpus = {pid: texts[pid] for pid in texts}
-        evaluator = ir_evaluator([q for q, _ in queries], [p for _, p in queries], corpus, "t")
-        exact = exact_metrics(
-            trained.model, [q for q, _ in queries], [p for _, p in queries], corpus
-        )
+        asked, relevant = [q for q, _ in queries], [p for _, p in queries]
+        evaluator = ir_evaluator(asked, relevant, corpus, "t")
+        exact = exact_metrics(trained.model, asked, relevant, corpus)
         assert evaluate(evaluator, trained.model) == pytest.approx(exact, abs=1e-6)
+        assert after == pytest.approx(exact, abs=1e-6)
+        assert before == pytest.approx(exact_metrics(base.model, asked, relevant, corpus), abs=1e-6)
 
         # a second run asks the LLM nothing: the queries (and the failure) are in the bank
         pending = pa.table({KEY: list(texts), "text": list(texts.values())})

@@ -4,6 +4,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import shared_path
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -15,7 +16,6 @@ from personagen.text.windowing import (
     truncate_to_tokens,
     window_posts,
 )
-from tests.conftest import shared_path
 
 words = st.text(alphabet="abcdefghij klmnop,.!?0123", min_size=1, max_size=400)
 posts_strategy = st.lists(words, min_size=0, max_size=40).map(
@@ -113,3 +113,15 @@ def test_token_approximation_against_the_real_tokenizer_on_real_posts():
     ratio = approx[real > 20] / real[real > 20]
     assert 0.9 < np.median(ratio) < 1.12
     assert np.percentile(ratio, 5) > 0.75 and np.percentile(ratio, 95) < 1.3
+
+
+@given(
+    posts=posts_strategy,
+    budget=st.integers(64, 600),
+    strategy=st.sampled_from(["recent", "spread", "windows"]),
+)
+@settings(max_examples=100, deadline=None)
+def test_each_window_gives_the_tokens_of_each_of_its_posts(posts, budget, strategy):
+    for window in window_posts(posts, strategy, budget).windows:
+        assert window.post_tokens == [post_tokens(p) for p in window.posts]
+        assert sum(window.post_tokens) == window.n_tokens

@@ -6,25 +6,33 @@ Methods:
 - `ot`: entropic optimal transport from the reference (compressed to atoms) to the personas, each
   persona with capacity one (`sinkhorn`, `sharded`); the mass a persona receives is its
   probability of being chosen.
+- `ot-unbalanced`: `ot` with the reference marginal KL-relaxed (`AlignOptions.reg_m`): reference
+  mass the pool cannot reach at a reasonable cost is left unplaced and the diagnostics say how
+  much and where (`coverage`); for pools that do not cover the reference.
 - `is+ot`: the paper's two stages: IS keeps `preselect * n` candidates, OT picks n among them.
 - `auto`: `ot`, the method `benchmarks/align_quality.py` found best or tied-best under every bias
-  (numbers in AUTO_REASON and benchmarks/RESULTS.md); `reason` in the result says so.
+  (numbers in AUTO_REASON and benchmarks/RESULTS.md); `reason` in the result says so. When the
+  balanced solver stalls (its last epsilon stage is predicted to need more than
+  `AlignOptions.stall_iter` iterations, or it runs out of `max_iter`), auto goes on from its
+  potentials with the relaxed marginal, as `ot-unbalanced`, and the diagnostics say so.
 """
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal, get_args
 
 import numpy as np
 
 from personagen import TRAITS
 from personagen.align import density, select, weights
 from personagen.align.compress import compress_reference
-from personagen.align.options import AlignOptions
+from personagen.align.coverage import uncovered
+from personagen.align.options import AlignMethod, AlignOptions
 from personagen.align.sharded import Graph, ShardFactory, local_shards, truncation_error
 from personagen.align.sinkhorn import sinkhorn
 from personagen.align.weights import kish_ess
@@ -32,7 +40,8 @@ from personagen.errors import PersonagenError
 
 log = logging.getLogger(__name__)
 
-METHODS = ("auto", "is", "ot", "is+ot")
+METHODS = get_args(AlignMethod)
+Marginal = Literal["balanced", "unbalanced", "on-stall"]
 
 AUTO_CHOICE = "ot"
 AUTO_REASON = (
@@ -40,6 +49,11 @@ AUTO_REASON = (
     "and strong LLM-like bias) ot's energy distance to held-out people was the lowest or within "
     "noise of the lowest (0.91x / 0.93x / 2.46x the noise floor; is 1.00x / 0.90x / 3.48x; "
     "is+ot 0.93x / 0.89x / 2.46x) at a third of is+ot's time, and only ot scales to millions"
+)
+AUTO_STALL_REASON = (
+    "auto chose ot, whose balanced solver stalled (the pool does not cover the reference): it "
+    "went on with the reference marginal relaxed (ot-unbalanced, reg_m), which places the "
+    "mass the pool can serve and reports the rest as uncovered"
 )
 
 
@@ -80,13 +94,18 @@ def align(
     if method not in METHODS:
         raise PersonagenError(f"unknown method {method!r}; choose one of {', '.join(METHODS)}")
     reason = f"{method} requested"
+    marginal = "unbalanced" if method == "ot-unbalanced" else "balanced"
     if method == "auto":
-        method, reason = AUTO_CHOICE, AUTO_REASON
+        method, reason, marginal = AUTO_CHOICE, AUTO_REASON, "on-stall"
     diag: dict[str, Any] = {"candidates": int(x.shape[0]), "reference_rows": int(y.shape[0])}
     if method == "is":
         w, diag["is"] = importance_weights(x, y, reference_weights, cfg, seed)
-    elif method == "ot":
-        w, diag["ot"] = transport_weights(x, y, reference_weights, n, replace, cfg, seed, shards)
+    elif method in ("ot", "ot-unbalanced"):
+        w, diag["ot"] = transport_weights(
+            x, y, reference_weights, n, replace, cfg, seed, shards, marginal=marginal
+        )
+        if marginal == "on-stall" and diag["ot"]["marginal"] == "unbalanced":
+            method, reason = "ot-unbalanced", AUTO_STALL_REASON
     else:
         w = np.zeros(x.shape[0])
         w_is, diag["is"] = importance_weights(x, y, reference_weights, cfg, seed)
@@ -138,8 +157,13 @@ def transport_weights(
     cfg: AlignOptions,
     seed: int,
     shards: ShardFactory,
+    marginal: Marginal = "balanced",
 ) -> tuple[np.ndarray, dict[str, Any]]:
-    """Mass each candidate receives from the reference under capacity-one entropic OT."""
+    """Mass each candidate receives from the reference under capacity-one entropic OT.
+
+    `marginal`: "balanced" places all reference mass; "unbalanced" KL-relaxes the reference side
+    (`cfg.reg_m`); "on-stall" runs balanced and relaxes only if that stalls (see `sinkhorn`).
+    """
     t0 = time.perf_counter()
     atoms = compress_reference(y, y_weights, max_atoms=cfg.atoms, seed=seed)
     t1 = time.perf_counter()
@@ -149,6 +173,7 @@ def transport_weights(
     dummy_mass = capacity.sum() - n
     dtype = np.float32 if cfg.float32 else np.float64
     ops = shards(x, capacity, cfg.block_rows, atoms.points.shape[0], dtype)
+    relaxed = marginal == "unbalanced"
     try:
         graph = Graph(
             ops,
@@ -160,20 +185,39 @@ def transport_weights(
             reverse_max=cfg.reverse_max,
         )
         t2 = time.perf_counter()
-        result = sinkhorn(
+        solve = functools.partial(
+            sinkhorn,
             ops,
             atom_mass,
             dummy_mass,
-            eps=eps,
-            eps_start=cfg.epsilon_start,
-            decay=cfg.epsilon_decay,
             tol=cfg.tol,
             stage_tol=cfg.stage_tol,
             max_iter=cfg.max_iter,
             overrelax=cfg.overrelax,
-            grow=graph.grow,
             progress=x.shape[0] >= 100_000,
         )
+        result = solve(
+            eps=eps,
+            eps_start=cfg.epsilon_start,
+            decay=cfg.epsilon_decay,
+            reg_m=cfg.reg_m if relaxed else math.inf,
+            stall=cfg.stall_iter if marginal == "on-stall" else None,
+            # A relaxed marginal is always feasible: no need to widen the graph for it.
+            grow=None if relaxed else graph.grow,
+        )
+        stalled = None
+        if marginal == "on-stall" and not result.converged:
+            stalled, relaxed = result, True
+            log.warning(
+                "balanced Sinkhorn %s at marginal error %.2e after %d iterations (tolerance "
+                "%.1e): the pool does not cover the reference; relaxing its marginal (reg_m %g)",
+                "stalled" if result.stalled else "ran out of iterations",
+                result.marginal_error,
+                result.iterations,
+                cfg.tol,
+                cfg.reg_m,
+            )
+            result = solve(eps=result.eps, reg_m=cfg.reg_m, init=(result.f, result.f_dummy))
         received = ops.received()
         edges = graph.info()
         g = ops.potentials() if graph.truncated and cfg.truncation_sample else None
@@ -197,10 +241,21 @@ def transport_weights(
         "reference_distinct": atoms.distinct,
         "cell_variance": atoms.cell_variance,
         "epsilon": result.eps,
-        "iterations": result.iterations,
+        "marginal": "unbalanced" if relaxed else "balanced",
+        "reg_m": cfg.reg_m if relaxed else None,
+        "iterations": result.iterations + (stalled.iterations if stalled else 0),
         "marginal_error": result.marginal_error,
         "converged": result.converged,
-        "stages": result.stages,
+        "stages": (stalled.stages if stalled else []) + result.stages,
+        "balanced_stalled": None
+        if stalled is None
+        else {
+            "iterations": stalled.iterations,
+            "marginal_error": stalled.marginal_error,
+            "stalled": stalled.stalled,
+            "seconds": stalled.seconds,
+        },
+        "uncovered": uncovered(atoms.points, atom_mass, result.rows, TRAITS) if relaxed else None,
         "edges": edges["edges"],
         "reverse_edges": edges["reverse_edges"],
         "grown_atoms": edges["grown_atoms"],
@@ -210,7 +265,7 @@ def transport_weights(
         "ray": ops.remote,
         "compress_seconds": t1 - t0,
         "graph_seconds": t2 - t1,
-        "sinkhorn_seconds": result.seconds,
+        "sinkhorn_seconds": result.seconds + (stalled.seconds if stalled else 0.0),
     }
     if not result.converged:
         log.warning(

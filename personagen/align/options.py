@@ -8,6 +8,9 @@ from pydantic import Field
 
 from personagen.options import Options
 
+AlignMethod = Literal["auto", "is", "ot", "ot-unbalanced", "is+ot"]
+"""Resampling methods of `align` (see `personagen.align.api`)."""
+
 
 class AlignOptions(Options):
     """Parameters of `align` (see `personagen.align.api`); the defaults are what
@@ -27,6 +30,21 @@ class AlignOptions(Options):
     tol: float = Field(1e-3, gt=0, description="stop when the marginal L1 error is below this")
     stage_tol: float = Field(3e-2, gt=0, description="marginal error ending earlier stages")
     max_iter: int = Field(3000, ge=1, description="Sinkhorn iterations, all stages together")
+    reg_m: float = Field(
+        16.0,
+        gt=0,
+        description="KL relaxation of the reference marginal (ot-unbalanced; auto when the "
+        "balanced solver stalls), squared trait units: an atom whose transport costs d more "
+        "per unit than the typical atom's keeps about exp(-d / reg_m) of its mass (16: no "
+        "worse than the exact assignment in benchmarks/align_quality.py; smaller leaves more "
+        "uncovered and follows the pool more)",
+    )
+    stall_iter: int = Field(
+        200,
+        ge=1,
+        description="auto: relax the reference marginal when the last epsilon stage is "
+        "predicted to need more iterations than this",
+    )
     overrelax: float = Field(
         1.7, ge=1, lt=2, description="over-relaxation of the last stage's updates (1 = plain)"
     )

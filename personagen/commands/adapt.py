@@ -56,7 +56,7 @@ from personagen.psychometrics.scoring import check_min_items
 from personagen.runtime.context import RunContext, run_stage
 from personagen.runtime.summary import Summary
 from personagen.stages import revise as revising
-from personagen.stages.score import resolve_mode, score_stage
+from personagen.stages.score import resolve_stage
 
 log = logging.getLogger(__name__)
 
@@ -299,8 +299,8 @@ def _run_stages(
             counts.update(run_stage(ctx, stage, to_revise, revising.GROUP, revise_ep))
             to_score = _to_score(candidates, work, revise, instrument.id)
         if to_score.num_rows:
-            mode, probe = resolve_mode(ctx.cfg.score, instrument, ctx.llm(SCORE_STAGE), score_ep)
-            stage = score_stage(ctx.cfg, instrument, mode)
+            llm = ctx.llm(SCORE_STAGE)
+            stage, probe = resolve_stage(ctx.cfg, instrument, llm, score_ep)
             counts.update(run_stage(ctx, stage, to_score, "scores", score_ep))
             counts.update(probe.counts(SCORE_STAGE))
     return counts

@@ -262,6 +262,7 @@ def describe(result: AlignResult, notes: list[str], out: Path) -> list[str]:
             )
             + f", {ot['shards']} shard(s){' on Ray' if ot['ray'] else ''}"
         )
+        lines.extend(_coverage_lines(ot))
     if "is" in d:
         lines.append(
             f"importance weights: {d['is']['density']} + {d['is']['smoothing']}, "
@@ -275,4 +276,38 @@ def describe(result: AlignResult, notes: list[str], out: Path) -> list[str]:
     lines.append(f"ESS of the final weights: {d['ess']:,.0f}")
     lines.extend(notes)
     lines.append(f"wrote {out}/personas.parquet, weights.parquet, report.json, report.html")
+    return lines
+
+
+def _coverage_lines(ot: dict[str, Any]) -> list[str]:
+    """What a relaxed (unbalanced) transport left out: how much reference mass, and where."""
+    lines = []
+    if ot["balanced_stalled"] is not None:
+        stall = ot["balanced_stalled"]
+        lines.append(
+            f"balanced transport {'stalled' if stall['stalled'] else 'ran out of iterations'} "
+            f"at marginal error {stall['marginal_error']:.1e} after {stall['iterations']} "
+            f"iterations: went on with the reference marginal relaxed (reg_m {ot['reg_m']:g})"
+        )
+    cover = ot["uncovered"]
+    if cover is None:
+        return lines
+    lines.append(
+        f"uncovered: {cover['mass']:.1%} of the reference mass the pool could not cover "
+        f"({cover['atoms_below_half']:,} of {cover['atoms']:,} atoms kept less than half)"
+    )
+    region = cover["region"]
+    if region is not None:
+        short = {t: t[0].upper() for t in cover["reference_mean"]}
+        lines.append(
+            "  where: trait means "
+            + " ".join(f"{short[t]} {v:.2f}" for t, v in region["mean"].items())
+            + " (reference "
+            + " ".join(f"{short[t]} {v:.2f}" for t, v in cover["reference_mean"].items())
+            + "); 10/50/90% "
+            + ", ".join(
+                f"{short[t]} " + "/".join(f"{v:.1f}" for v in q)
+                for t, q in region["quantiles"].items()
+            )
+        )
     return lines

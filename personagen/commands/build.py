@@ -50,12 +50,16 @@ from personagen.stages.base import Stage
 from personagen.stages.ingest import metadata_schema, resolve_inputs
 from personagen.stages.judge import judge_stage
 from personagen.stages.mine import mine_stage
-from personagen.stages.score import resolve_mode, score_stage
+from personagen.stages.score import resolve_stage, score_stage
 
 BLOCK_ROWS = 16
 EMBEDDED_BLOCK_ROWS = 4
 """History rows per block in the stream (`build.rows_per_block` unset): with the embedded LLM,
 one block's worth of rows takes about a minute per stage."""
+WRITE_BLOCKS = 8
+"""Blocks a bank write takes at once: one Parquet part per group per write, ~30 files per 1,000
+users with 16-row blocks instead of ~250 (a write task each, read back by the bank-wide steps);
+a killed build loses at most these rows' writes, which the response cache answers again."""
 GATES = {"mine": None, "judge": "mine", "score": "judge", "embed": "mine"}
 """The stage a row must have passed to reach each stage."""
 LLM_STREAM = ("mine", "judge", "score")
@@ -173,7 +177,9 @@ def build(cfg: Config, bank: str | Path, *, replace: bool = False) -> Summary:
         [s for s in stages if s != "embed"],
         equations=[(("mine:in",), ("build:todo",))],
     )
-    summary.outputs = _final_steps(ctx, summary, stages)
+    # The index and the aligned and adapted sets need rows; with every row of a stage failed,
+    # `finish` ends the build with that failure instead.
+    summary.outputs = _final_steps(ctx, summary, stages) if not summary.failed_stage() else {}
     summary.rows = summary_rows(stages, summary.outputs)
     summary.lines = [f"{k}: {v}" for k, v in summary.outputs.items() if k != "index"]
     _finish(ctx, summary, stages, errors)
@@ -193,7 +199,6 @@ def _stream(
     actors_per_stage = max(1, available_cpus() // (4 * len(llm_stages)))
     plan = [(s, *_SINK[s], gate(s, stages)) for s in stages]
     split = stage_split(plan, history_columns=True, instruments={"score": instrument})
-    sink = PartSink(bank, split, "+".join(stages))
     embed = "embed" in stages
     space = embedding_space(ctx.bank, cfg.embed) if embed else None
     with ctx.endpoints(llm_stages, stream=True) as endpoints:
@@ -204,6 +209,7 @@ def _stream(
         block_rows = cfg.build.rows_per_block or (
             EMBEDDED_BLOCK_ROWS if any(e.embedded for e in endpoints) else BLOCK_ROWS
         )
+        sink = PartSink(bank, split, "+".join(stages), min_rows=WRITE_BLOCKS * block_rows)
 
         def source(ledger: Any) -> Any:
             return ingest_rows(files, fmt, cfg.ingest).map_batches(
@@ -254,10 +260,9 @@ def _llm_stage(ctx: RunContext, stage: str, endpoint: Endpoint, after: str | Non
     instrument = get_instrument(cfg.score.instrument)
     check_min_items(instrument, cfg.score.min_items_per_trait)
     if cfg.llm.engine == "ray-vllm":
-        mode = score_mode(cfg.score, instrument)
-    else:
-        mode, _ = resolve_mode(cfg.score, instrument, ctx.llm(stage), endpoint, ctx.cache_dir)
-    return score_stage(cfg, instrument, mode, after=after)
+        return score_stage(cfg, instrument, score_mode(cfg.score, instrument), after=after)
+    scoring, _ = resolve_stage(cfg, instrument, ctx.llm(stage), endpoint, ctx.cache_dir, after)
+    return scoring
 
 
 # ------------------------------------------------------------------------- bank-wide steps
@@ -317,18 +322,19 @@ def _final_steps(ctx: RunContext, summary: Summary, stages: list[str]) -> dict[s
 def _finish(
     ctx: RunContext, summary: Summary, stages: list[str], errors: list[dict[str, Any]]
 ) -> None:
-    """Check the counts, write the ingest's failures, usage and cost, and close the manifest."""
-    ctx.finish(summary)
+    """Check the counts, write the ingest's failures, close the manifest, and finish the run
+    (usage and cost; last, since it ends a build in which every row of a stage failed)."""
     check_build_counts(summary.counts, stages)
     write_errors(ctx.bank.path / "ingest-errors.jsonl", errors)
     ctx.bank.update_manifest(
         build={
             "finished": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-            "wall_s": round(summary.wall_s, 1),
+            "wall_s": round(ctx.elapsed_s, 1),
             "outputs": summary.outputs,
         },
         counts=dict(sorted(summary.counts.items())),
     )
+    ctx.finish(summary)
 
 
 def check_build_counts(counts: Counter[str], stages: list[str]) -> None:

@@ -20,6 +20,7 @@ from personagen.config import Config
 from personagen.errors import PersonagenError
 from personagen.llm.prompts import posts_data
 from personagen.llm.usage import Price
+from personagen.psychometrics.answers import CONTENT_FREE
 from personagen.psychometrics.instruments import get_instrument
 from personagen.runtime.cluster import init_ray
 from personagen.runtime.ingest import ingested
@@ -43,6 +44,16 @@ MINE_ANSWER_TOKENS = int(NARRATIVE_WORDS * TOKENS_PER_WORD) + 120
 """Narrative plus the attributes JSON."""
 JUDGE_ANSWER_TOKENS = 260
 """Four criteria with a short rationale each, plus the overall score, as JSON."""
+ASSUMED_ATTRIBUTES = {
+    "age_range": "25-34",
+    "gender": "male",
+    "occupation": "secondary school teacher",
+    "location": "Leeds, United Kingdom",
+    "interests": ["running", "baking", "science fiction", "travel"],
+    "values": ["family", "honesty", "independence"],
+}
+"""A persona's attributes as a miner typically answers them: the judge reads them with the
+narrative."""
 
 
 @dataclass
@@ -73,16 +84,14 @@ def _messages_tokens(messages: list[dict[str, str]]) -> int:
 
 def history_prompt_tokens(batch: pa.Table) -> pa.Table:
     """Per history row: the mining prompt's tokens and the judge prompt's tokens for its posts
-    (the judge's persona part is added on the driver, from the assumed narrative length)."""
+    and the assumed attributes (the narrative is added on the driver, from its assumed length)."""
     mine, judge = mine_prompt(), judge_prompt()
-    empty_persona = {"narrative": "", "attributes": {}}
+    persona = {"narrative": "", "attributes": ASSUMED_ATTRIBUTES}
     mine_tokens, judge_tokens = [], []
     for posts in batch.column("posts").to_pylist():
         data = posts_data(posts)
         mine_tokens.append(_messages_tokens(mine.messages({"posts": data})))
-        judge_tokens.append(
-            _messages_tokens(judge.messages({"posts": data, "persona": empty_persona}))
-        )
+        judge_tokens.append(_messages_tokens(judge.messages({"posts": data, "persona": persona})))
     return pa.table(
         {
             "history_id": batch.column("history_id"),
@@ -112,7 +121,7 @@ def estimate(cfg: Config, bank: str | Path) -> Estimate:
     narrative_tokens = int(NARRATIVE_WORDS * TOKENS_PER_WORD)
     result.assumptions = [
         f"narratives of ~{NARRATIVE_WORDS} words (~{narrative_tokens} tokens) in judge and "
-        "score prompts",
+        "score prompts, with six short attributes in judge prompts",
         f"mining answers ~{MINE_ANSWER_TOKENS} tokens, judge answers ~{JUDGE_ANSWER_TOKENS}",
         "every mined persona is judged and scored (the judge keeps fewer: an upper bound)",
         "tokens counted with the ingest's approximation of BPE tokenizers (about ±10%)",
@@ -164,6 +173,13 @@ def _score_estimate(
             "one answer token (logprob/text mode; retries not counted); the shared persona "
             "prefix is billed in full unless the endpoint caches prompts"
         )
+        if cfg.score.mode == "calibrated":
+            once = len(CONTENT_FREE) * len(instrument.items)
+            requests += once
+            assumptions.append(
+                f"calibrated scoring: {once} content-free requests once per run (counted at a "
+                "persona request's length)"
+            )
     return _stage("score", llm.model, requests, requests * per_request, requests * answer, cfg)
 
 

@@ -76,18 +76,24 @@ STAGE_ROWS: dict[str, list[tuple[str, str]]] = {
         ("  already scored or failed (skipped)", "score:skipped_done"),
         ("  scored this run", "score:in"),
         ("    scores written", "score:out"),
+        ("      of which predicted from embeddings", "score:predicted"),
         ("    scoring failures (in failures)", "score:failed"),
         ("bank personas scored", "bank:scored"),
         ("  in logprob mode", "bank:mode:logprob"),
         ("  in logprob mode, some items as text", "bank:mode:logprob+text"),
+        ("  in calibrated logprob mode", "bank:mode:calibrated"),
+        ("  in calibrated logprob mode, some items as text", "bank:mode:calibrated+text"),
         ("  sampled from the answer distribution (no-persona)", "bank:mode:sample"),
         ("  in text mode", "bank:mode:text"),
         ("  in batch mode", "bank:mode:batch"),
+        ("  zero-shot from embeddings (no LLM)", "bank:mode:embedding"),
+        ("  predicted by the surrogate", "bank:mode:surrogate"),
         ("  flagged (score_flags)", "bank:flagged"),
         ("    acquiescent", "bank:flag:acquiescent"),
         ("    nay-saying", "bank:flag:nay_saying"),
         ("    low variance", "bank:flag:low_variance"),
         ("    with failed items", "bank:flag:failed_items"),
+        ("    predicted, not answered", "bank:flag:predicted"),
         ("  failed items in all", "bank:failed_items"),
     ],
     "consistency": [
@@ -388,3 +394,63 @@ def print_comparison(document: dict[str, Any]) -> None:
                 set_name, f"{row['n']:,}", *("-" if v is None else f"{v:.2f}" for v in values)
             )
         console.print(table)
+
+
+CONSTANT_NOTE = (
+    "constant: the scores (or the known levels) do not vary, so Spearman's r is undefined; it "
+    "is shown as 0: no signal"
+)
+
+
+def _tokens(value: float | None) -> str:
+    return "-" if value is None else f"{value:,.0f}"
+
+
+def print_validity(report: dict[str, Any], console: Console | None = None) -> None:
+    """`validate-scorer`'s report: per trait r with its interval, the cross-correlations,
+    response style, cost and the verdict."""
+    from personagen.evaluate.validity import rating
+
+    console = console or Console()
+    label = report["known_label"]
+    table = Table(title=f"scored vs {label}: {report['source']}", title_justify="left")
+    for name in ("trait", "r", "95% interval", "n", "rating", "note"):
+        table.add_column(name, justify="left" if name in ("trait", "rating", "note") else "right")
+    for trait in TRAITS:
+        row = report["traits"][trait]
+        note = "constant: r undefined" if row["constant"] else ""
+        low, high = row["ci"]
+        table.add_row(
+            trait,
+            f"{row['r']:.3f}",
+            f"{low:.2f} .. {high:.2f}",
+            str(row["n"]),
+            rating(row["r"]),
+            note,
+        )
+    console.print(table)
+    if any(report["traits"][t]["constant"] for t in TRAITS):
+        console.print(CONSTANT_NOTE, markup=False, highlight=False, soft_wrap=True)
+    cross = Table(title=f"cross-correlations: {label} (rows) vs scores", title_justify="left")
+    cross.add_column("")
+    for trait in TRAITS:
+        cross.add_column(trait[:5], justify="right")
+    for j, trait in enumerate(TRAITS):
+        cross.add_row(trait, *(f"{report['cross'][j][k]:.2f}" for k in range(len(TRAITS))))
+    console.print(cross)
+    known, scored = report["discriminant_pair"]
+    cost = report["cost"]
+    lines = [
+        f"discriminant validity: max |r| off the diagonal {report['discriminant_max_abs']:.3f} "
+        f"({label} {known} vs {scored} scores)",
+        f"acquiescence: {_num(report['acquiescence'])} (1-5 units off the midpoint); "
+        f"mean answer entropy: {_num(report['entropy_mean'])} nats",
+        f"{report['personas']['scored']:,} of {report['personas']['asked']:,} {report['unit']} "
+        f"scored; {report['instrument']}, mode {report['answer_mode']}, model {report['model']}",
+        f"time: {_num(cost['seconds_per_persona'])} s per persona; score tokens per persona: "
+        f"{_tokens(cost['score_prompt_tokens_per_persona'])} prompt, "
+        f"{_tokens(cost['score_completion_tokens_per_persona'])} completion",
+    ]
+    for line in lines:
+        console.print(line, markup=False, highlight=False, soft_wrap=True)
+    console.print(report["verdict"]["text"], style="bold", highlight=False, soft_wrap=True)

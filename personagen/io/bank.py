@@ -43,6 +43,7 @@ import pyarrow.parquet as pq
 
 from personagen import TRAITS
 from personagen.errors import PersonagenError
+from personagen.io.lock import LOCK_FILE
 
 KEY = "persona_id"
 NO_PERSONA_ORIGIN = "baseline:no-persona"
@@ -83,6 +84,12 @@ QUALITY_TYPE = pa.struct(
     ]
 )
 
+TRAIT_INTERVAL_TYPE = pa.struct(
+    [(f"{trait}_{end}", pa.float64()) for trait in TRAITS for end in ("low", "high")]
+)
+"""A predicted persona's interval per trait (`personagen score --surrogate`); the coverage it is
+made for is in the manifest (`score.surrogate.level`)."""
+
 GROUPS: dict[str, pa.Schema] = {
     "personas": pa.schema(
         [
@@ -121,6 +128,7 @@ GROUPS: dict[str, pa.Schema] = {
             ("score_prompt_version", pa.string()),
             ("score_seed", pa.int64()),  # the item order's shuffle seed
             ("item_errors", pa.list_(pa.string())),  # "<item id>: <reason>" of failed items
+            ("trait_interval", TRAIT_INTERVAL_TYPE),  # predicted traits only (else null)
         ]
     ),
     "consistency": pa.schema(
@@ -273,11 +281,11 @@ def part_files(folder: str | Path) -> list[Path]:
     return sorted(p for p in folder.glob("*.parquet") if not p.name.startswith("."))
 
 
-def _dataset(folder: Path) -> pds.Dataset | None:
+def _dataset(folder: Path, schema: pa.Schema | None = None) -> pds.Dataset | None:
     files = part_files(folder)
     if not files:
         return None
-    return pds.dataset([str(f) for f in files], format="parquet")
+    return pds.dataset([str(f) for f in files], schema=schema, format="parquet")
 
 
 def _latest_per_key(table: pa.Table, keys: tuple[str, ...]) -> pa.Table:
@@ -300,7 +308,9 @@ def read_group(bank: str | Path, group: str, columns: list[str] | None = None) -
     """All rows of one column group, de-duplicated on its key (`GROUP_KEYS`, default
     `persona_id`; the key columns are always read), empty if none yet."""
     schema = group_schema(group)
-    dataset = _dataset(Path(bank) / group)
+    # Given the schema, parts written before a column was added read it as null (embeddings:
+    # inferred, their fixed size is per part).
+    dataset = _dataset(Path(bank) / group, None if group == "embeddings" else schema)
     keys = GROUP_KEYS.get(group, (KEY,))
     wanted = None if columns is None else [*keys, *(c for c in columns if c not in keys)]
     if dataset is None:
@@ -482,11 +492,11 @@ class Bank:
 
     def clear(self, keep: tuple[str, ...] = ("llm-cache",)) -> None:
         """Remove everything the bank holds but `keep` (by default the response cache, whose
-        answers stay valid for any bank)."""
+        answers stay valid for any bank) and its writer's lock (`personagen.io.lock`)."""
         if not self.path.is_dir():
             return
         for child in self.path.iterdir():
-            if child.name in keep:
+            if child.name in keep or child.name == LOCK_FILE:
                 continue
             if child.is_dir():
                 shutil.rmtree(child)

@@ -25,7 +25,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from personagen.errors import PersonagenError
-from personagen.io.blogs import chronological, clean_post_text, read_blog_file
+from personagen.io.blogs import read_blog_file
 
 FORMATS = ("blogs-xml", "jsonl", "parquet")
 _EXTENSIONS = {".xml": "blogs-xml", ".jsonl": "jsonl", ".json": "jsonl", ".parquet": "parquet"}
@@ -193,21 +193,6 @@ def _user_posts(raw_posts: Any) -> list[dict[str, Any]]:
         else:
             raise ValueError(f"a post must be a string or an object, got {type(item).__name__}")
     return posts
-
-
-def assemble_user(
-    user_id: str, posts: list[dict[str, Any]], meta: dict[str, Any]
-) -> dict[str, Any]:
-    """Clean post texts, drop empty ones (counted), order by date."""
-    cleaned = [{"date": p["date"], "text": clean_post_text(p["text"] or "")} for p in posts]
-    kept = [p for p in cleaned if p["text"]]
-    return {
-        "user_id": user_id,
-        "posts": chronological(kept),
-        "n_posts_raw": len(posts),
-        "n_empty": len(posts) - len(kept),
-        "meta": meta,
-    }
 
 
 def _str_or_none(value: Any) -> str | None:

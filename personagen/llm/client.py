@@ -3,16 +3,21 @@
 Every LLM stage (mine, judge, score, revise, query generation) goes through `LLMClient`, whatever
 the endpoint: OpenAI, vLLM, a llama.cpp server, or the embedded server personagen starts itself.
 
-- Bounded concurrency: at most `llm.concurrency` requests in flight per client (one client per
-  worker or actor); the slot is held for the request only, not while backing off.
+- Adaptive concurrency: at most `llm.concurrency` requests in flight per client (one client per
+  worker or actor), fewer while timeouts or 429s say the endpoint is overloaded (AIMD, see
+  `personagen.llm.limit`); the slot is held for the request only, not while backing off.
 - Timeouts and retries: each attempt has `llm.timeout_s`; 429, 5xx, 408/409, connection errors
   and timeouts are retried up to `llm.max_retries` times with exponential backoff and full
   jitter, never sooner than the server's `Retry-After`. Other 4xx (bad request, auth, not found,
   context too long) cannot succeed on retry and fail at once, and so does a 5xx whose message
-  says the feature is not supported (llama.cpp's server asked for logprobs it cannot give).
+  declares the request invalid (a validation error, a feature not supported: llama.cpp's server
+  asked for logprobs it cannot give).
 - Structured output: `structured()` asks for JSON with the stage's schema (`response_format`),
   parses tolerantly, validates with the stage's pydantic model, and makes one repair request
-  before giving up with `OutputError`.
+  before giving up with `OutputError`. An endpoint that rejects the structured-output request,
+  with whatever status (llama-cpp-python's server answers 500 to `json_schema`), gets the next
+  mode down (json_schema, json_object, none) at once, without a retry; `negotiate_format` finds
+  the mode an endpoint takes with one probe, which the runtime sends once per endpoint and run.
 - Cache: answers are kept in a `ResponseCache` keyed by endpoint identity, model, messages,
   sampling parameters and prompt version, so repeated work makes no new requests.
 - Accounting: every call adds to a `Usage` (the caller's, per row) and to `client.usage`.
@@ -37,6 +42,7 @@ import openai
 from pydantic import BaseModel, SecretStr
 
 from personagen.llm.cache import ResponseCache, cache_key
+from personagen.llm.limit import AdaptiveLimit, Outcome
 from personagen.llm.options import ClientOptions
 from personagen.llm.prompts import Messages, repair_messages
 from personagen.llm.structured import OutputError, json_schema, parse_answer
@@ -52,6 +58,20 @@ NO_KEY = "no-key"
 
 RETRY_STATUS = frozenset({408, 409, 425, 429})
 FORMAT_MODES = ("json_schema", "json_object", "none")
+INVALID_REQUEST = ("not supported", "validation error")
+"""Words of an error message by which a server declares the request itself invalid (llama.cpp's
+servers answer such requests with a 500): a retry cannot succeed."""
+FORMAT_WORDS = ("response_format", "json_schema")
+"""Words of an error message that is about the structured-output request."""
+PROBE_MESSAGES: Messages = [
+    {"role": "system", "content": "Answer in JSON."},
+    {"role": "user", "content": 'Reply with {"ok": true}.'},
+]
+PROBE_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "properties": {"ok": {"type": "boolean"}},
+    "required": ["ok"],
+}
 
 
 @dataclass(frozen=True)
@@ -125,7 +145,7 @@ class LLMClient:
             timeout=cfg.timeout_s,
             max_retries=0,
         )
-        self._slots = asyncio.Semaphore(concurrency or cfg.concurrency)
+        self.limit = AdaptiveLimit(concurrency or cfg.concurrency, cfg.timeout_s)
         mode = cfg.response_format
         if mode == "auto":
             mode = "json_object" if endpoint.embedded else "json_schema"
@@ -134,6 +154,11 @@ class LLMClient:
     @property
     def model(self) -> str:
         return self.cfg.model
+
+    @property
+    def format_mode(self) -> str:
+        """The structured-output mode requests are sent with now (after any rejection)."""
+        return self._format_mode
 
     async def aclose(self) -> None:
         await self._client.close()
@@ -166,24 +191,14 @@ class LLMClient:
             params["logprobs"] = True
             params["top_logprobs"] = top_logprobs
         row_usage = usage if usage is not None else Usage()
-        key = None
         if self.cache is not None:
-            key = cache_key(
-                {
-                    "endpoint": self.endpoint.identity,
-                    "params": params,
-                    "schema": schema,
-                    "format": self._format_mode if schema is not None else None,
-                    "prompt_version": prompt_version,
-                }
-            )
-            hit = self.cache.get(key)
+            hit = self.cache.get(self._key(params, schema, prompt_version, self._format_mode))
             if hit is not None:
                 self._count(row_usage, cache_hits=1)
                 return _completion(hit, cached=True)
-        answer = await self._request(params, schema, row_usage)
-        if key is not None and self.cache is not None:
-            self.cache.put(key, answer)
+        answer, mode = await self._request(params, schema, row_usage)
+        if self.cache is not None:  # under the mode that was answered (after any rejection)
+            self.cache.put(self._key(params, schema, prompt_version, mode), answer)
         self._count(
             row_usage,
             prompt_tokens=answer["prompt_tokens"],
@@ -235,6 +250,20 @@ class LLMClient:
 
     # ------------------------------------------------------------------------------ internals
 
+    def _key(
+        self, params: dict[str, Any], schema: dict[str, Any] | None, version: str, mode: str
+    ) -> str:
+        """The cache key of a request sent in structured-output mode `mode`."""
+        return cache_key(
+            {
+                "endpoint": self.endpoint.identity,
+                "params": params,
+                "schema": schema,
+                "format": mode if schema is not None else None,
+                "prompt_version": version,
+            }
+        )
+
     def _count(self, usage: Usage | None, **amounts: int) -> None:
         delta = Usage(**amounts)
         self.usage.add(delta)
@@ -243,7 +272,8 @@ class LLMClient:
 
     async def _request(
         self, params: dict[str, Any], schema: dict[str, Any] | None, usage: Usage
-    ) -> dict[str, Any]:
+    ) -> tuple[dict[str, Any], str]:
+        """The answer to a request, and the structured-output mode it was answered in."""
         attempt = 0
         while True:
             request = dict(params)
@@ -253,12 +283,7 @@ class LLMClient:
                 request["response_format"] = response_format
             self._count(usage, requests=1)
             try:
-                async with self._slots:
-                    response = await asyncio.wait_for(
-                        self._client.chat.completions.create(**request),
-                        timeout=self.cfg.timeout_s,
-                    )
-                return _answer_of(response)
+                return await self._send(request), mode
             except Exception as exc:
                 if response_format is not None and _rejects_format(exc):
                     self._downgrade_format(mode, exc)
@@ -275,6 +300,23 @@ class LLMClient:
                 attempt += 1
                 self._count(usage, retries=1)
                 await asyncio.sleep(delay)
+
+    async def _send(self, request: dict[str, Any]) -> dict[str, Any]:
+        """One attempt, under the adaptive limit of requests in flight."""
+        flight = await self.limit.acquire()
+        outcome: Outcome = "failed"
+        try:
+            response = await asyncio.wait_for(
+                self._client.chat.completions.create(**request), timeout=self.cfg.timeout_s
+            )
+            outcome = "answered"
+        except Exception as exc:
+            if _overloaded(exc):
+                outcome = "overloaded"
+            raise
+        finally:
+            await self.limit.release(flight, outcome)
+        return _answer_of(response)
 
     def _backoff(self, attempt: int, retry_after: float | None) -> float:
         """Full jitter over an exponential cap, but never sooner than the server asked."""
@@ -308,6 +350,34 @@ class LLMClient:
 
 
 # ---------------------------------------------------------------------------------- helpers
+
+
+async def negotiate_format(
+    cfg: ClientOptions,
+    endpoint: Endpoint,
+    *,
+    api_key: str | SecretStr | None = None,
+    cache: ResponseCache | None = None,
+) -> str:
+    """The structured-output mode `endpoint` takes, from `cfg.response_format` down: one small
+    structured request, asked again one mode down for each rejection (through `cache`, so that
+    a resumed run asks nothing). A failure for any other reason (the endpoint is down, slow)
+    decides nothing: the mode stays, and the stage meets the failure and reports it."""
+    probe = cfg.model_copy(update={"max_retries": 0})
+    client = LLMClient(probe, endpoint, api_key=api_key, cache=cache, concurrency=1)
+    try:
+        await client.chat(
+            PROBE_MESSAGES,
+            prompt_version="format-probe",
+            schema=PROBE_SCHEMA,
+            max_tokens=16,
+            temperature=0.0,
+        )
+    except LLMRequestError as exc:
+        log.debug("the structured-output probe failed: %s", exc.reason)
+    finally:
+        await client.aclose()
+    return client.format_mode
 
 
 def sampling(
@@ -386,10 +456,10 @@ def _classify(exc: Exception) -> tuple[bool, str, float | None]:
     if isinstance(exc, openai.APIStatusError):
         status = exc.status_code
         reason = f"HTTP {status}: {_short(_error_message(exc))}"
-        # a 5xx that says the feature is not supported (llama.cpp's server asked for logprobs
-        # without per-token logits) will not change on a retry
-        unsupported = "not supported" in reason.lower()
-        retryable = (status in RETRY_STATUS or status >= 500) and not unsupported
+        # a 5xx that declares the request invalid (llama.cpp's server asked for logprobs
+        # without per-token logits, or a field it does not know) will not change on a retry
+        invalid = any(words in reason.lower() for words in INVALID_REQUEST)
+        retryable = (status in RETRY_STATUS or status >= 500) and not invalid
         return retryable, reason, _retry_after(exc.response.headers) if retryable else None
     if isinstance(exc, openai.APIConnectionError):
         return True, f"connection error: {_short(str(exc.__cause__ or exc))}", None
@@ -408,11 +478,21 @@ def _error_message(exc: openai.APIStatusError) -> str:
 
 
 def _rejects_format(exc: Exception) -> bool:
-    """A 400/422 that complains about the structured-output request itself."""
-    if not isinstance(exc, openai.APIStatusError) or exc.status_code not in (400, 422):
+    """An error about the structured-output request itself, whatever its status (a 400/422 that
+    mentions the schema; llama-cpp-python's server answers a 500 with a validation error of
+    `response_format`)."""
+    if not isinstance(exc, openai.APIStatusError):
         return False
     text = _error_message(exc).lower()
-    return any(word in text for word in ("response_format", "json_schema", "schema"))
+    words = (*FORMAT_WORDS, "schema") if exc.status_code in (400, 422) else FORMAT_WORDS
+    return any(word in text for word in words)
+
+
+def _overloaded(exc: Exception) -> bool:
+    """A failed attempt that says the endpoint has more requests than it can serve in time."""
+    if isinstance(exc, (asyncio.TimeoutError, openai.APITimeoutError)):
+        return True
+    return isinstance(exc, openai.APIStatusError) and exc.status_code == 429
 
 
 def _retry_after(headers: Any) -> float | None:

@@ -18,7 +18,11 @@ class ClientOptions(Options):
         None, description="OpenAI-compatible endpoint; unset = start the embedded llama.cpp server"
     )
     model: str = Field("smollm2-135m-instruct", description="model name sent to the endpoint")
-    concurrency: int = Field(8, ge=1, description="requests in flight per worker")
+    concurrency: int = Field(
+        8,
+        ge=1,
+        description="most requests in flight per worker (fewer while the endpoint is overloaded)",
+    )
     timeout_s: float = Field(120.0, gt=0, description="per-request timeout in seconds")
     max_retries: int = Field(4, ge=0, description="retries on 429, 5xx, timeouts, disconnects")
     temperature: float = Field(0.7, ge=0, le=2)

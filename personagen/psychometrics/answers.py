@@ -10,19 +10,34 @@ word-start markers some tokenizers show ("Ġ", "▁"), optionally followed by on
 So "3", " 3", "3\\n", "▁3", "3." and "3)" all mean 3; "30", "3/5", "three", "(3" do not. Several
 tokens meaning the same point (" 3" and "3") add up: they are disjoint continuations. Scale points
 must be single digits (0-9), since a longer number is not one token.
+
+Contextual calibration (Zhao et al. 2021, "Calibrate before use"): small models answer Likert
+items with a strong prior of their own (always "3", always "agree"). The answer distribution of
+an item under content-free personas (`CONTENT_FREE`, averaged as the paper does) estimates that
+prior; dividing it out (`calibrated`: p_cal ∝ p / p_cf, renormalised) leaves what the persona
+changes. The prior is mixed with a little of the uniform distribution first
+(`CALIBRATION_SMOOTHING`), so a point the content-free answers never give is boosted by a large
+but finite factor rather than an infinite one.
 """
 
 from __future__ import annotations
 
 import math
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
 
 from personagen.errors import PersonagenError
 from personagen.psychometrics.instruments import Scale
+
+CONTENT_FREE = ("N/A", "", "[MASK]")
+"""The content-free personas whose answer distributions are averaged into an item's prior (the
+three inputs of Zhao et al. 2021)."""
+CALIBRATION_SMOOTHING = 0.01
+"""Share of the uniform distribution mixed into a content-free prior: on a 5-point scale no point
+has a prior below 0.002, so dividing by it boosts a point at most 500-fold."""
 
 _ANSWER = re.compile(r"([0-9])[.),:]?")
 _STRIP = " \t\r\n\u0120\u2581"  # whitespace, GPT-2 "Ġ", SentencePiece "▁"
@@ -84,7 +99,10 @@ def answer_distribution(
     size = scale.max - scale.min + 1
     mass = np.bincount(index, weights=np.exp(np.array(logps) - shift), minlength=size)
     total = mass.sum()
-    probs = mass / total
+    return _distribution(mass / total, scale, float(min(math.exp(shift) * total, 1.0)))
+
+
+def _distribution(probs: np.ndarray, scale: Scale, coverage: float) -> AnswerDistribution:
     nonzero = probs[probs > 0]
     return AnswerDistribution(
         probs=tuple(float(p) for p in probs),
@@ -92,8 +110,29 @@ def answer_distribution(
             np.clip(np.dot(np.arange(scale.min, scale.max + 1), probs), scale.min, scale.max)
         ),
         entropy=float(-np.sum(nonzero * np.log(nonzero))),
-        coverage=float(min(math.exp(shift) * total, 1.0)),
+        coverage=coverage,
     )
+
+
+def content_free_prior(
+    distributions: Sequence[AnswerDistribution], smoothing: float = CALIBRATION_SMOOTHING
+) -> tuple[float, ...]:
+    """An item's prior: the mean of its answer distributions under content-free personas, mixed
+    with `smoothing` of the uniform distribution."""
+    if not distributions:
+        raise ValueError("a content-free prior needs at least one answer distribution")
+    mean = np.mean([d.probs for d in distributions], axis=0)
+    prior = (1 - smoothing) * mean + smoothing / mean.size
+    return tuple(float(p) for p in prior)
+
+
+def calibrated(
+    dist: AnswerDistribution, prior: Sequence[float], scale: Scale
+) -> AnswerDistribution:
+    """`dist` with the item's content-free `prior` divided out (p_cal ∝ p / prior), renormalised;
+    expected value and entropy of the result, `coverage` of the raw answer."""
+    weights = np.array(dist.probs) / np.array(prior, dtype=np.float64)
+    return _distribution(weights / weights.sum(), scale, dist.coverage)
 
 
 def sample_point(dist: AnswerDistribution, scale: Scale, temperature: float, seed: int) -> int:

@@ -17,6 +17,8 @@ Set by the scoring stage (`personagen.stages.score`), not computed from answers 
   the scale); their responses are null and the reasons are in `item_errors`.
 - `inconsistent:<trait>`: the narrative contradicts the persona's extreme score on the trait
   (the consistency check, `personagen consistency`).
+- `predicted`: no LLM answered the items; the traits are predicted from the narrative's
+  embedding (`personagen score --mode embedding` or `--surrogate`).
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ LOW_VARIANCE = "low_variance"
 MISSING_ITEMS = "missing_items:"
 FAILED_ITEMS = "failed_items:"
 INCONSISTENT = "inconsistent:"
+PREDICTED = "predicted"
 
 
 class FlagOptions(Options):

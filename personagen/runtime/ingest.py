@@ -1,30 +1,34 @@
-"""The ingest operators on Ray Data: input files -> (kind, user_id, payload) rows -> histories.
+"""The ingest operators on Ray Data: input files -> history rows (with counts and errors).
 
-    file paths -> read_files [-> group_posts by user, one shuffle] -> prepare_users
-The batch functions are `personagen.stages.ingest`; this module decides how the files are cut
-into read tasks and when posts must be grouped across files.
+    read tasks -> read_histories                            users held whole by one read task
+    read tasks -> read_parts -> group by user -> finish_parts   users spanning read tasks
+The batch functions are `personagen.stages.ingest`; this module cuts the files into read tasks,
+finds the users that span them (`ingest.grouped`) and sends only those through the group-by.
 """
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
 from personagen.config import IngestConfig
 from personagen.io.histories import HISTORY_COLUMNS
-from personagen.runtime.cluster import available_cpus
+from personagen.runtime.cluster import available_cpus, ray_map
 from personagen.stages.ingest import (
-    group_posts,
-    grouped_by_user,
+    finish_parts,
     metadata_schema,
-    prepare_users,
-    read_files,
+    read_histories,
+    read_parts,
+    spanning_keys,
     split_for_sink,
+    user_keys,
 )
 
 READ_TASK_BYTES = 16 * 2**20
@@ -41,22 +45,52 @@ def read_blocks(sizes: list[int], cpus: int) -> int:
     return max(1, min(len(sizes), max(4 * cpus, by_size)))
 
 
+def read_tasks(sizes: list[int], cpus: int) -> list[range]:
+    """The input files (by place) cut into `read_blocks` runs of consecutive files: a user
+    whose files are neighbours (sorted names of an export sharded by user) stays in one task."""
+    bounds = np.linspace(0, len(sizes), read_blocks(sizes, cpus) + 1).round().astype(int)
+    return [range(a, b) for a, b in itertools.pairwise(bounds) if b > a]
+
+
 def ingest_rows(files: list[Path], fmt: str, cfg: IngestConfig) -> Any:
-    """The ingest operators as a Ray dataset of (kind, user_id, payload) rows (see
-    `read_files`): read files -> [group posts by user] -> window and redact."""
+    """The ingest as a Ray dataset of `INGEST_ROWS` blocks (history rows, counts, errors).
+
+    Users held whole by one read task are finished in it; only the users found in several
+    (`ingest.grouped: auto`), or every user (`false`), go through the group-by; with `true`
+    the input is trusted to hold each user in one file (see `spanning_keys`).
+    """
+    cpus = available_cpus()
+    tasks = [
+        {"paths": [str(files[i]) for i in run], "first": run.start}
+        for run in read_tasks([p.stat().st_size for p in files], cpus)
+    ]
+    partitions = max(1, min(len(files), 4 * cpus))
+    if cfg.grouped is True:
+        return _read(tasks, read_histories, fmt=fmt, cfg=cfg)
+    keys = [] if cfg.grouped is False else ray_map(lambda t: user_keys(t["paths"], fmt), tasks)
+    spanning = None if cfg.grouped is False else spanning_keys(keys)
+    if spanning is None:
+        return _group(_read(tasks, read_parts, fmt=fmt, records=True), cfg, partitions)
+    histories = _read(tasks, read_histories, fmt=fmt, cfg=cfg, spanning=spanning)
+    if not len(spanning):
+        return histories
+    mixed = [t for t, k in zip(tasks, keys, strict=True) if np.isin(k, spanning).any()]
+    parts = _read(mixed, read_parts, fmt=fmt, spanning=spanning)
+    return histories.union(_group(parts, cfg, partitions))
+
+
+def _read(tasks: list[dict[str, Any]], fn: Callable[..., pa.Table], **kwargs: Any) -> Any:
+    """`fn` over the read tasks, one Ray task each."""
     import ray
 
-    cpus = available_cpus()
-    blocks = read_blocks([p.stat().st_size for p in files], cpus)
-    ds = ray.data.from_items([{"path": str(p)} for p in files], override_num_blocks=blocks)
-    ds = ds.map_batches(read_files, fn_kwargs={"fmt": fmt}, batch_format="numpy", batch_size=None)
-    if not grouped_by_user(fmt):
-        # Posts of one user may sit in several files: group them (one shuffle, one read).
-        grouped = ds.groupby("user_id", num_partitions=max(1, min(len(files), 4 * cpus)))
-        ds = grouped.map_groups(group_posts, batch_format="numpy")
-    return ds.map_batches(
-        prepare_users, fn_kwargs={"cfg": cfg}, batch_format="numpy", batch_size=None
-    )
+    ds = ray.data.from_items(tasks, override_num_blocks=len(tasks))
+    return ds.map_batches(fn, fn_kwargs=kwargs, batch_format="pyarrow", batch_size=None)
+
+
+def _group(parts: Any, cfg: IngestConfig, partitions: int) -> Any:
+    """Parts grouped by user (one shuffle) -> history rows."""
+    grouped = parts.groupby("user_id", num_partitions=partitions)
+    return grouped.map_groups(finish_parts, fn_kwargs={"cfg": cfg}, batch_format="pyarrow")
 
 
 def parquet_rows(files: list[str], schema: pa.Schema, columns: list[str] | None = None) -> Any:

@@ -1,8 +1,11 @@
 """Progress of distributed stages, two ways.
 
 - `progress_counter`: workers add counters (rows, failures, tokens, requests, cache hits) to a
-  `ProgressCounter` Ray actor with fire-and-forget calls; a driver thread logs one line per stage
-  every few seconds with rows/s and ETA. For the LLM stages, whose costs only they know.
+  `ProgressCounter` Ray actor with fire-and-forget calls, and set their levels (requests in
+  flight, their limit, latency, the oldest one's wait); a driver thread logs one line per stage
+  every few seconds with rows/s, ETA and, while requests are out, how they fare (so that a run
+  whose requests queue or time out shows it while it happens). For the LLM stages, whose costs
+  only they know.
 - `run_with_progress`: runs a Ray Data write in a worker thread and polls the Parquet footers of
   the part files that appeared since it started: rows safely on disk, rows/s and ETA in a bar.
 """
@@ -37,27 +40,45 @@ T = TypeVar("T")
 
 
 class ProgressCounter:
-    """Sums named counters and keeps records (e.g. errors); made a Ray actor by
-    `progress_counter()`."""
+    """Sums named counters, keeps records (e.g. errors) and each worker's latest levels; made a
+    Ray actor by `progress_counter()`."""
 
     def __init__(self) -> None:
         self.counts: Counter[str] = Counter()
         self.kept: list[dict[str, Any]] = []
+        self.levels: dict[tuple[str, str], dict[str, float]] = {}
 
     def add(self, counts: dict[str, int], records: list[dict[str, Any]] | None = None) -> None:
         self.counts.update(counts)
         self.kept.extend(records or [])
 
-    def get(self) -> dict[str, int]:
-        return dict(self.counts)
+    def level(self, stage: str, worker: str, values: dict[str, float]) -> None:
+        """A worker's levels of `stage` now (see `AdaptiveLimit.snapshot`): replaced, not added."""
+        self.levels[stage, worker] = values
+
+    def get(self) -> dict[str, float]:
+        """The counters, and per stage its workers' levels: requests in flight, their limits
+        and ceilings summed, the latency averaged, the oldest request's wait at most."""
+        out: dict[str, float] = dict(self.counts)
+        stages = {stage for stage, _ in self.levels}
+        for stage in stages:
+            levels = [v for (s, _), v in self.levels.items() if s == stage]
+            for name in ("in_flight", "limit", "ceiling"):
+                out[f"{stage}:{name}"] = sum(v[name] for v in levels)
+            latencies = [v["latency_s"] for v in levels if v["latency_s"] > 0]
+            out[f"{stage}:latency_s"] = sum(latencies) / len(latencies) if latencies else 0.0
+            out[f"{stage}:oldest_s"] = max(v["oldest_s"] for v in levels)
+        return out
 
     def records(self) -> tuple[dict[str, int], list[dict[str, Any]]]:
         return dict(self.counts), list(self.kept)
 
 
-def progress_line(stage: str, counts: dict[str, int], total: int, elapsed: float) -> str:
+def progress_line(stage: str, counts: dict[str, float], total: int, elapsed: float) -> str:
     """One stage's progress. Rows the stage passes over (failed or filtered by an earlier
-    stage) count as done; the rate and the ETA are those of the rows it processes."""
+    stage) count as done; the rate and the ETA are those of the rows it processes. With the
+    workers' levels (endpoint stages): the requests in flight, their limit (adaptive, up to the
+    configured concurrency), the recent answers' latency and the oldest request's wait."""
     processed = counts.get(f"{stage}:rows", 0)
     skipped = counts.get(f"{stage}:skipped", 0)
     done = processed + skipped
@@ -74,10 +95,23 @@ def progress_line(stage: str, counts: dict[str, int], total: int, elapsed: float
         f"{rate:.2f} rows/s",
         f"{tokens:,} tokens ({tokens / elapsed if elapsed > 0 else 0:,.0f}/s)",
         f"{counts.get(f'{stage}:requests', 0):,} requests",
+        *_flight(stage, counts),
         f"{counts.get(f'{stage}:cache_hits', 0):,} cached",
         f"ETA {_duration(eta)}",
     ]
     return ", ".join(parts)
+
+
+def _flight(stage: str, counts: dict[str, float]) -> list[str]:
+    """The parts of a progress line about the requests in flight (none without levels)."""
+    if f"{stage}:limit" not in counts:
+        return []
+    flying, limit, ceiling = (counts[f"{stage}:{k}"] for k in ("in_flight", "limit", "ceiling"))
+    return [
+        f"{flying:.0f} in flight (limit {limit:.0f} of {ceiling:.0f})",
+        f"latency {counts[f'{stage}:latency_s']:.1f}s",
+        f"oldest waiting {counts[f'{stage}:oldest_s']:.0f}s",
+    ]
 
 
 def _duration(seconds: float | None) -> str:

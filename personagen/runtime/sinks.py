@@ -32,14 +32,22 @@ Split = Callable[[pa.Table], tuple[dict[str, pa.Table], Counter[str], list[dict[
 
 class PartSink(Datasink[dict[str, Any]]):
     """Writes each write task's rows as one part per sub-folder; `counts` and `records` add up
-    every task's on the driver."""
+    every task's on the driver. `min_rows`: rows a write task waits for (blocks bundled), so
+    that small blocks do not each cost a task and a file per sub-folder."""
 
-    def __init__(self, root: str | Path, split: Split, name: str) -> None:
+    def __init__(
+        self, root: str | Path, split: Split, name: str, min_rows: int | None = None
+    ) -> None:
         self.root = str(root)
         self.split = split
         self.name = name
+        self.min_rows = min_rows
         self.counts: Counter[str] = Counter()
         self.records: list[dict[str, Any]] = []
+
+    @property
+    def min_rows_per_write(self) -> int | None:
+        return self.min_rows
 
     def write(self, blocks: Iterable[Any], ctx: Any) -> dict[str, Any]:
         counts: Counter[str] = Counter()

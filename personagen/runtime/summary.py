@@ -58,6 +58,19 @@ class Summary:
         if problems:
             raise PersonagenError(f"{self.command} counts do not add up: " + "; ".join(problems))
 
+    def failed_stage(self) -> tuple[str, Counter[str]] | None:
+        """The first stage in which every row that reached it failed (at least one did), with
+        its failures by kind of reason (the sink's `<stage>:failed:<kind>` counters)."""
+        for stage in self.stages:
+            rows = self.counts[f"{stage}:in"]
+            if rows and self.counts[f"{stage}:failed"] == rows:
+                prefix = f"{stage}:failed:"
+                kinds = {
+                    k[len(prefix) :]: v for k, v in self.counts.items() if k.startswith(prefix)
+                }
+                return stage, Counter(kinds)
+        return None
+
     def usage(self, stage: str) -> Usage:
         return Usage.from_counts(self.counts, stage)
 

@@ -13,6 +13,11 @@ How a persona answers (`score.mode`):
   renormalised, give the expected response and its entropy (`psychometrics.answers`). Support is
   detected once per run by a probe request; a response that still comes without logprobs is read
   as a text answer (the persona's `answer_mode` is then `logprob+text`).
+- `calibrated`: logprob mode with contextual calibration (`psychometrics.answers`): before the
+  personas, every item is asked once per content-free persona ("N/A", "", "[MASK]"); the mean
+  of those answer distributions, the item's prior, is divided out of every persona's answer
+  distribution before the expected value is taken (`resolve_stage` measures the priors, the
+  manifest records them).
 - `text`: one request per item, the answer must be a scale point and nothing else.
 - `batch`: all items (or `score.items_per_request` of them) in one JSON answer, one field per item.
 
@@ -36,6 +41,7 @@ import hashlib
 import logging
 import math
 from collections import Counter
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -53,9 +59,14 @@ from personagen.llm.prompts import Messages, Prompt, load_prompt
 from personagen.llm.structured import OutputError
 from personagen.llm.usage import Usage
 from personagen.psychometrics.answers import (
+    CALIBRATION_SMOOTHING,
+    CONTENT_FREE,
+    AnswerDistribution,
     NoScaleAnswer,
     answer_distribution,
     answer_point,
+    calibrated,
+    content_free_prior,
     sample_point,
     supports_logprobs,
 )
@@ -67,6 +78,10 @@ from personagen.stages.base import DrivenStage, LLMStage, Request, Stage, row_fa
 log = logging.getLogger(__name__)
 
 STAGE = "score"
+LOGPROB_MODES = ("logprob", "calibrated")
+"""Answer modes that read the answer token's top alternatives."""
+ANSWER_MODES = ("logprob", "calibrated", "sample", "text", "batch")
+"""How one item was answered, in the order a persona's `answer_mode` lists them."""
 TEXT_MAX_TOKENS = 8
 """Room for "3", "3." or a short refusal, whose text then shows in the failure reason."""
 BATCH_TOKENS_PER_ITEM = 12
@@ -170,7 +185,7 @@ def item_order(instrument: Instrument, seed: int) -> list[Item]:
 class ScoreParams:
     instrument: Instrument
     mode: str
-    """Resolved: logprob, text or batch."""
+    """Resolved: logprob, calibrated, text or batch."""
     prompt: Prompt
     seed: int
     settings: ScoreConfig
@@ -178,6 +193,8 @@ class ScoreParams:
     bare_temperature: float | None = None
     """The no-persona baseline: no persona in the prompt, and each answer sampled at this
     temperature (from the answer distribution in logprob mode, by the server in text mode)."""
+    calibration: Mapping[str, tuple[float, ...]] | None = None
+    """Calibrated mode: item id -> its content-free prior over the scale points."""
 
     @property
     def bare(self) -> bool:
@@ -233,7 +250,7 @@ def score_columns(
     modes = {answer.mode for answer in answers.values()}
     return {
         "instrument": params.instrument.id,
-        "answer_mode": "+".join(m for m in ("logprob", "sample", "text", "batch") if m in modes),
+        "answer_mode": "+".join(m for m in ANSWER_MODES if m in modes),
         "item_ids": ids,
         "item_responses": values,
         "item_entropy": [answers[i].entropy if i in answers else None for i in ids],
@@ -337,8 +354,9 @@ async def _ask_items(
     async def attempt(item: Item) -> tuple[Item, ItemAnswer | str]:
         messages = item_messages(params, narrative, item)
         seed = sample_seed(score_seed, item) if params.bare else None
+        prior = params.calibration[item.id] if params.calibration is not None else None
         try:
-            return item, await ask_item(client, messages, usage, params, seed)
+            return item, await ask_item(client, messages, usage, params, seed, prior)
         except (OutputError, LLMRequestError) as exc:
             return item, row_failure(exc)
 
@@ -372,14 +390,16 @@ async def ask_item(
     usage: Usage,
     params: ScoreParams,
     seed: int | None = None,
+    prior: tuple[float, ...] | None = None,
 ) -> ItemAnswer:
-    """One item in logprob or text mode, re-asked with a repair message while the answer is not
-    a scale point. A bare respondent's answer is sampled with `seed` (see `sample_seed`): drawn
-    from the answer distribution in logprob mode (whose request is the same for every
-    respondent, so the cache answers it once), by the server at the temperature in text mode.
+    """One item in logprob, calibrated or text mode, re-asked with a repair message while the
+    answer is not a scale point. A bare respondent's answer is sampled with `seed` (see
+    `sample_seed`): drawn from the answer distribution in logprob mode (whose request is the
+    same for every respondent, so the cache answers it once), by the server at the temperature
+    in text mode. `prior`: the item's content-free prior, divided out (calibrated mode).
     Raises `InvalidItemAnswer` (or the client's `LLMRequestError`)."""
     scale = params.instrument.scale
-    logprobs = params.mode == "logprob"
+    logprobs = params.mode in LOGPROB_MODES
     tries = params.settings.item_retries + 1
     sampled_by_server = params.bare and not logprobs
     for attempt in range(tries):
@@ -399,6 +419,9 @@ async def ask_item(
                 if params.bare_temperature is not None and seed is not None:
                     point = sample_point(dist, scale, params.bare_temperature, seed)
                     return ItemAnswer(float(point), dist.entropy, "sample")
+                if prior is not None:
+                    dist = calibrated(dist, prior, scale)
+                    return ItemAnswer(dist.expected, dist.entropy, "calibrated")
                 return ItemAnswer(dist.expected, dist.entropy, "logprob")
             except NoScaleAnswer as exc:
                 error = str(exc)
@@ -462,8 +485,7 @@ async def probe_logprobs(
 ) -> tuple[bool, str, Usage]:
     """(supported, why not, usage) of one request asking for the top-k alternatives; through
     the response cache when given, so a resumed run does not ask again."""
-    cache = ResponseCache(host_cache_path(cache_dir)) if cache_dir else None
-    client = LLMClient(llm, endpoint, api_key=llm.api_key(), cache=cache, concurrency=1)
+    client = _driver_client(llm, endpoint, cache_dir, concurrency=1)
     usage = Usage()
     try:
         completion = await client.chat(
@@ -481,6 +503,15 @@ async def probe_logprobs(
     return False, "the answer has no top_logprobs" if not top else "only one alternative", usage
 
 
+def _driver_client(
+    llm: LLMConfig, endpoint: Endpoint, cache_dir: str | None, concurrency: int
+) -> LLMClient:
+    """A client for the driver's own requests (probe, content-free priors), through the
+    response cache when given, so a resumed run does not ask again."""
+    cache = ResponseCache(host_cache_path(cache_dir)) if cache_dir else None
+    return LLMClient(llm, endpoint, api_key=llm.api_key(), cache=cache, concurrency=concurrency)
+
+
 def resolve_mode(
     settings: ScoreConfig,
     instrument: Instrument,
@@ -489,26 +520,116 @@ def resolve_mode(
     cache_dir: str | None = None,
 ) -> tuple[str, Usage]:
     """The answer mode of this run (`auto`: logprob if the endpoint supports it, else text)."""
+    if settings.mode == "embedding":
+        raise PersonagenError(
+            "score.mode=embedding scores a whole bank at once, without an LLM: run "
+            "`personagen score BANK --mode embedding` (and build.score=false in a build)"
+        )
     if settings.mode in ("text", "batch"):
         return settings.mode, Usage()
     if not supports_logprobs(instrument.scale):
         scale = instrument.scale
-        if settings.mode == "logprob":
+        if settings.mode in LOGPROB_MODES:
             raise PersonagenError(
-                f"score.mode=logprob needs single-digit scale points; instrument "
+                f"score.mode={settings.mode} needs single-digit scale points; instrument "
                 f"{instrument.id!r} has {scale.min}-{scale.max} (use text or batch)"
             )
         return "text", Usage()
     ok, why, usage = asyncio.run(probe_logprobs(llm, endpoint, settings.top_logprobs, cache_dir))
     if ok:
-        return "logprob", usage
-    if settings.mode == "logprob":
+        return ("calibrated" if settings.mode == "calibrated" else "logprob"), usage
+    if settings.mode in LOGPROB_MODES:
         raise PersonagenError(
-            f"score.mode=logprob, but the endpoint gives no top_logprobs ({why}); "
+            f"score.mode={settings.mode}, but the endpoint gives no top_logprobs ({why}); "
             "use score.mode=auto or text"
         )
     log.warning("the endpoint gives no top_logprobs (%s): scoring in text mode", why)
     return "text", usage
+
+
+async def content_free_priors(
+    client: LLMClient, instrument: Instrument, settings: ScoreConfig, usage: Usage
+) -> dict[str, tuple[float, ...]]:
+    """Item id -> the item's content-free prior (`content_free_prior`): every item asked once
+    per content-free persona (`CONTENT_FREE`), in the per-item prompt, with logprobs. An input
+    whose top tokens hold no scale answer is left out of the mean; an item left with none is an
+    error (it cannot be calibrated)."""
+    prompt = item_prompt()
+    params = ScoreParams(instrument, "logprob", prompt, 0, settings)
+
+    async def distribution(item: Item, persona: str) -> AnswerDistribution | None:
+        completion = await client.chat(
+            item_messages(params, persona, item),
+            prompt_version=prompt.version,
+            max_tokens=1,
+            top_logprobs=settings.top_logprobs,
+            usage=usage,
+        )
+        try:
+            return answer_distribution(completion.top_logprobs(0), instrument.scale)
+        except NoScaleAnswer:
+            return None
+
+    asked = [(item, persona) for item in instrument.items for persona in CONTENT_FREE]
+    answers = await asyncio.gather(*(distribution(item, persona) for item, persona in asked))
+    by_item: dict[str, list[AnswerDistribution]] = {item.id: [] for item in instrument.items}
+    for (item, _), dist in zip(asked, answers, strict=True):
+        if dist is not None:
+            by_item[item.id].append(dist)
+    blank = [item_id for item_id, dists in by_item.items() if not dists]
+    if blank:
+        raise PersonagenError(
+            f"score.mode=calibrated: without a persona the model gives no {instrument.scale.min}-"
+            f"{instrument.scale.max} answer to item(s) {', '.join(blank[:5])}, which cannot be "
+            "calibrated; use score.mode=logprob"
+        )
+    return {item_id: content_free_prior(dists) for item_id, dists in by_item.items()}
+
+
+def measure_calibration(
+    llm: LLMConfig,
+    endpoint: Endpoint,
+    instrument: Instrument,
+    settings: ScoreConfig,
+    cache_dir: str | None = None,
+) -> tuple[dict[str, tuple[float, ...]], Usage]:
+    """The content-free priors of the instrument's items (see `content_free_priors`), once per
+    run in the driver: len(CONTENT_FREE) requests per item, answered from the response cache
+    when a run asks again."""
+    client = _driver_client(llm, endpoint, cache_dir, concurrency=llm.concurrency)
+    usage = Usage()
+
+    async def main() -> dict[str, tuple[float, ...]]:
+        try:
+            return await content_free_priors(client, instrument, settings, usage)
+        except LLMRequestError as exc:
+            raise PersonagenError(
+                f"score.mode=calibrated: a content-free request failed: {exc.reason}"
+            ) from None
+        finally:
+            await client.aclose()
+
+    return asyncio.run(main()), usage
+
+
+def resolve_stage(
+    cfg: Config,
+    instrument: Instrument,
+    llm: LLMConfig,
+    endpoint: Endpoint,
+    cache_dir: str | None = None,
+    after: str | None = None,
+    bare_temperature: float | None = None,
+) -> tuple[Stage, Usage]:
+    """The scoring stage of this run on `endpoint`: the mode resolved (`resolve_mode`) and, in
+    calibrated mode, the items' content-free priors measured; with the usage of those requests."""
+    mode, usage = resolve_mode(cfg.score, instrument, llm, endpoint, cache_dir)
+    calibration = None
+    if mode == "calibrated" and bare_temperature is None:
+        calibration, asked = measure_calibration(llm, endpoint, instrument, cfg.score, cache_dir)
+        usage.add(asked)
+    stage = score_stage(cfg, instrument, mode, after, bare_temperature, calibration)
+    return stage, usage
 
 
 # ------------------------------------------------------------------------------ the stage
@@ -520,17 +641,26 @@ def score_stage(
     mode: str,
     after: str | None = None,
     bare_temperature: float | None = None,
+    calibration: Mapping[str, tuple[float, ...]] | None = None,
 ) -> Stage:
-    """The scoring stage (mode resolved, see `resolve_mode`): one request per persona in batch
-    mode with every item at once, else a driver of its item (or chunk) requests. In a chain
-    after the judge, personas the judge rejected pass through unscored. `bare_temperature`:
-    the no-persona baseline's respondents, answers sampled at that temperature (per item)."""
+    """The scoring stage (mode resolved, see `resolve_mode`; calibrated mode needs the items'
+    `calibration`, see `resolve_stage`): one request per persona in batch mode with every item
+    at once, else a driver of its item (or chunk) requests. In a chain after the judge,
+    personas the judge rejected pass through unscored. `bare_temperature`: the no-persona
+    baseline's respondents, answers sampled at that temperature (per item)."""
     bare = bare_temperature is not None
-    if bare and mode == "batch":
-        raise PersonagenError("the no-persona baseline answers per item: use score.mode auto")
+    if bare and mode in ("batch", "calibrated"):
+        raise PersonagenError(
+            f"the no-persona baseline answers per item, uncalibrated: use score.mode auto, "
+            f"not {mode}"
+        )
+    if (mode == "calibrated") != (calibration is not None):
+        raise ValueError("content-free priors go with calibrated mode, and it needs them")
     prompt = batch_prompt() if mode == "batch" else item_prompt(bare)
     model = cfg.stage_llm(STAGE).model
-    params = ScoreParams(instrument, mode, prompt, cfg.seed, cfg.score, model, bare_temperature)
+    params = ScoreParams(
+        instrument, mode, prompt, cfg.seed, cfg.score, model, bare_temperature, calibration
+    )
     if mode == "batch" and requests_per_persona(params) == 1:
         return LLMStage(
             STAGE,
@@ -568,10 +698,19 @@ def requests_per_persona(params: ScoreParams) -> int:
 
 def provenance(params: ScoreParams) -> dict[str, Any]:
     """What the manifest records about the scores beyond the model and prompt."""
+    calibration = None
+    if params.calibration is not None:
+        calibration = {
+            "content_free": list(CONTENT_FREE),
+            "prompt_version": params.prompt.version,
+            "smoothing": CALIBRATION_SMOOTHING,
+            "priors": {item_id: list(prior) for item_id, prior in params.calibration.items()},
+        }
     return {
         "instrument": params.instrument.id,
         "answer_mode": params.mode,
         "bare_temperature": params.bare_temperature,
+        "calibration": calibration,
         "shuffle_seed": params.seed,
         "shuffle": "items in numpy default_rng(score_seed).permutation order; score_seed = "
         "first 8 bytes of sha256('<seed>:<persona_id>') >> 1",

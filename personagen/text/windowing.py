@@ -59,6 +59,9 @@ class Window:
     window_id: int
     posts: list[Post]
     n_tokens: int
+    post_tokens: list[int]
+    """Each post's tokens (its text's and POST_OVERHEAD): a caller that changes few texts
+    (redaction) recounts only those."""
 
 
 @dataclass
@@ -174,10 +177,10 @@ def window_posts(
     else:
         raise ValueError(f"unknown windowing strategy {strategy!r}: recent, spread, windows")
     groups = [sorted(g) for g in groups if g]
-    windows = [
-        Window(i, [fitted.get(j)[0] for j in g], sum(fitted.tokens(j) for j in g))
-        for i, g in enumerate(groups)
-    ]
+    windows = []
+    for i, g in enumerate(groups):
+        tokens = [fitted.tokens(j) for j in g]
+        windows.append(Window(i, [fitted.get(j)[0] for j in g], sum(tokens), tokens))
     kept = [j for g in groups for j in g]
     return Windowing(
         windows,

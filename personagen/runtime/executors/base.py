@@ -38,6 +38,10 @@ class Step:
 class Executor(Protocol):
     def endpoints(self, llms: list[LLMConfig]) -> contextlib.AbstractContextManager: ...
 
+    def negotiate(self, llm: LLMConfig, endpoint: Endpoint, cache_dir: str | None) -> LLMConfig:
+        """`llm` as `endpoint` takes it (the structured-output mode it accepts)."""
+        ...
+
     def map(self, ds: Any, step: Step) -> Any:
         """`ds` with the stage's columns (and bookkeeping columns) added to every row."""
         ...

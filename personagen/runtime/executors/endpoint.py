@@ -24,7 +24,7 @@ from pydantic import SecretStr
 from personagen.config import LLMConfig, PoolConfig
 from personagen.errors import PersonagenError
 from personagen.llm.cache import ResponseCache, host_cache_path
-from personagen.llm.client import Endpoint, LLMClient
+from personagen.llm.client import Endpoint, LLMClient, negotiate_format
 from personagen.llm.server import EmbeddedServer, install_handlers
 from personagen.runtime.cluster import available_cpus
 from personagen.runtime.executors.base import PoolSettings, Step
@@ -144,6 +144,9 @@ class StageActor:
         self._client: LLMClient | None = None
         self._unreported: Counter[str] = Counter()
         self._reported_at = time.monotonic()
+        self._worker = f"{os.getpid()}:{id(self)}"
+        self._calls = 0
+        self._ticker: asyncio.Future[None] | None = None
 
     def client(self) -> LLMClient:
         if self._client is None:  # created on the event loop that will use it
@@ -158,9 +161,22 @@ class StageActor:
 
     async def __call__(self, batch: pa.Table) -> pa.Table:
         rows = batch.to_pylist()
-        results = await asyncio.gather(*(self._one(row) for row in rows))
+        self._calls += 1
+        if self.progress is not None and (self._ticker is None or self._ticker.done()):
+            self._ticker = asyncio.ensure_future(self._tick())
+        try:
+            results = await asyncio.gather(*(self._one(row) for row in rows))
+        finally:
+            self._calls -= 1
         self._report(flush=True)
         return append_results(batch, output_schema(self.stage), results)
+
+    async def _tick(self) -> None:
+        """Report every PROGRESS_EVERY_S while batches run, whether or not rows finish: a run
+        whose requests all wait must show it."""
+        while self._calls:
+            await asyncio.sleep(PROGRESS_EVERY_S)
+            self._report(flush=False)
 
     async def _one(self, row: dict[str, Any]) -> dict[str, Any]:
         result = await answer_row(self.stage, self.client(), row)
@@ -169,15 +185,18 @@ class StageActor:
         return result
 
     def _report(self, flush: bool) -> None:
-        """Row counts to the progress ledger: at the end of a batch, and at most every
-        PROGRESS_EVERY_S seconds in between (a batch of slow requests may take minutes)."""
-        if self.progress is None or not self._unreported:
-            return
+        """Row counts and the client's requests in flight (`AdaptiveLimit.snapshot`) to the
+        progress ledger: at the end of a batch, and at most every PROGRESS_EVERY_S seconds in
+        between (a batch of slow requests may take minutes)."""
         now = time.monotonic()
-        if flush or now - self._reported_at >= PROGRESS_EVERY_S:
+        if self.progress is None or (not flush and now - self._reported_at < PROGRESS_EVERY_S):
+            return
+        if self._unreported:
             self.progress.add.remote(dict(self._unreported))
             self._unreported.clear()
-            self._reported_at = now
+        if self._client is not None:
+            self.progress.level.remote(self.stage.name, self._worker, self._client.limit.snapshot())
+        self._reported_at = now
 
 
 def map_actor_pool(ds: Any, step: Step) -> Any:
@@ -214,6 +233,20 @@ class EndpointExecutor:
 
     def endpoints(self, llms: list[LLMConfig]) -> contextlib.AbstractContextManager:
         return llm_endpoints(llms)
+
+    def negotiate(self, llm: LLMConfig, endpoint: Endpoint, cache_dir: str | None) -> LLMConfig:
+        """`llm` with the structured-output mode the endpoint takes, where `auto` leaves it to
+        the endpoint: probed (`negotiate_format`) for a served endpoint; the embedded server's
+        is known (JSON mode with the schema, which llama-cpp-python enforces)."""
+        if llm.response_format != "auto" or endpoint.embedded:
+            return llm
+        cache = ResponseCache(host_cache_path(cache_dir)) if cache_dir else None
+        try:
+            mode = asyncio.run(negotiate_format(llm, endpoint, api_key=llm.api_key(), cache=cache))
+        finally:
+            if cache is not None:
+                cache.close()
+        return llm.model_copy(update={"response_format": mode})
 
     def map(self, ds: Any, step: Step) -> Any:
         return map_actor_pool(ds, step)

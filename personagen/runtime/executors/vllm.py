@@ -13,7 +13,10 @@ So rows leave with exactly the columns of the endpoint executor (failed rows wit
 and the bank sink writes them alike. Rows cross the processor packed as one-row Arrow IPC
 buffers, so their columns keep their Arrow types through its row-wise Python stages. A row the
 stage does not take (rejected or failed before) still passes the engine, as every processor row
-must, with a one-token request; it comes out untouched.
+must, with a one-token request; it comes out untouched. That request has the shape of a real
+one, structured-output constraint included: Ray Data merges the blocks of a processor's batches,
+and a block of skipped rows only must give `sampling_params` the Arrow type the other blocks
+give it (with no constraint, its field would be of type null, which does not merge).
 
 Unlike the endpoint path: no repair request after an invalid answer (decoding follows the schema,
 so what fails is what a schema cannot say, e.g. too few words); no response cache (a resumed
@@ -59,6 +62,8 @@ OUT = "__out"
 ENGINE_ERROR = "__inference_error__"
 """Set by `ray.data.llm` on rows the engine failed (`should_continue_on_error`)."""
 NOOP_MESSAGES: Messages = [{"role": "user", "content": "."}]
+NOOP_SCHEMA: dict[str, Any] = {"type": "object"}
+"""The constraint of a skipped row's one-token request (any JSON object)."""
 STRUCTURED = {"auto": "json", "json_schema": "json", "json_object": "json_object", "none": None}
 """`llm.response_format` -> the vLLM structured-output constraint."""
 
@@ -121,9 +126,9 @@ def sampling_params(llm: LLMConfig, request: Request) -> dict[str, Any]:
 
 
 def noop_params(llm: LLMConfig) -> dict[str, Any]:
-    """One token, unconstrained; the same fields as a real request's, so that the dataset's
-    `sampling_params` keep one type across blocks."""
-    return {**sampling(llm, 1, 0.0), "structured_outputs": None}
+    """One token, with the fields and the constraint kind of a real request, so that the
+    dataset's `sampling_params` keep one Arrow type across blocks (see the module docstring)."""
+    return {**sampling(llm, 1, 0.0), "structured_outputs": _constraint(llm, NOOP_SCHEMA)}
 
 
 def _constraint(llm: LLMConfig, schema: dict[str, Any]) -> dict[str, Any] | None:
@@ -309,6 +314,10 @@ class VLLMExecutor:
     @contextlib.contextmanager
     def endpoints(self, llms: list[LLMConfig]) -> Iterator[list[Endpoint]]:
         yield [vllm_endpoint(llm) for llm in llms]
+
+    def negotiate(self, llm: LLMConfig, endpoint: Endpoint, cache_dir: str | None) -> LLMConfig:
+        """vLLM takes every structured-output mode: nothing to find out."""
+        return llm
 
     def map(self, ds: Any, step: Step) -> Any:
         processor = vllm_processor(step.stage, step.llm)
