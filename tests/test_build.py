@@ -17,10 +17,11 @@ import pytest
 from llm_test_server import Faults, LLMTestServer, request_schema, schema_responder
 from test_mine import _grep_tree, kill_when_cached, raw_ids, set_args
 
+from personagen import TRAITS
 from personagen.commands.build import build
 from personagen.commands.estimate import ASSUMED_ATTRIBUTES, NARRATIVE_WORDS, estimate
 from personagen.config import load_config
-from personagen.io.bank import read_bank, read_failures, read_manifest
+from personagen.io.bank import read_bank, read_failures, read_group, read_manifest
 from personagen.io.histories import read_histories
 from personagen.stages.judge import CRITERIA, judge_prompt
 from personagen.stages.mine import mine_prompt
@@ -274,6 +275,7 @@ def test_demo_command_runs_the_whole_build_and_says_where_everything_is(tmp_path
             timeout=600,
             env={**os.environ, "PG_BUILD_TEST_KEY": "k"},
         )
+        records = server.records()
     assert result.returncode == 0, result.stderr[-3000:]
     aligned = pq.read_table(out / "aligned" / "personas.parquet")
     assert aligned.num_rows == 12 and len(set(aligned.column("persona_id").to_pylist())) == 12
@@ -284,3 +286,14 @@ def test_demo_command_runs_the_whole_build_and_says_where_everything_is(tmp_path
     histories = manifest["counts"]["windows"]
     assert histories >= 24
     assert len(raw_ids(out, "personas")) + len(failed_in(out, "mine")) == histories
+    # scored zero-shot (no LLM request), every kept persona, and the scorer checked on the
+    # known-answer set, its numbers printed as the report has them
+    scores = read_group(out, "scores")
+    assert set(scores.column("answer_mode").to_pylist()) == {"embedding"}
+    assert scores.num_rows == manifest["counts"]["bank:scored"] > 0
+    assert all(r.response_format is not None for r in records)  # no per-item inventory request
+    check = json.loads((out / "scorer-check" / "report.json").read_text())
+    r = [check["traits"][t]["r"] for t in TRAITS]
+    assert ", ".join(f"{t} {v:.2f}" for t, v in zip(TRAITS, r, strict=True)) in result.stdout
+    assert check["verdict"]["text"] in result.stdout
+    assert ("In plain words" in result.stdout) == (sum(r) / 5 < 0.3)

@@ -4,6 +4,7 @@ setting to look at, every row still recorded in the bank's failures."""
 from __future__ import annotations
 
 import json
+import re
 from collections import Counter
 
 import pytest
@@ -16,6 +17,9 @@ from personagen.io.bank import read_failures
 from personagen.llm.server import free_port
 from personagen.runtime.context import fix_for
 from personagen.runtime.summary import Summary
+
+RAY_WORKER_LINE = re.compile(r"^(\x1b\[\d+m)?\(\w+ pid=\d+")
+"""A line Ray streams from a worker's log to the driver's console."""
 
 
 def test_the_failed_stage_is_the_first_whose_every_row_failed():
@@ -63,6 +67,9 @@ def test_mine_whose_every_row_failed_exits_1_with_reason_and_setting(ray_local, 
         f"error: mine: all 3 rows failed, 3 of them with {reason} (every row is in "
         f"{bank.resolve() / 'failures'}); {fix}"
     )
-    assert "Traceback" not in result.output
+    # personagen prints no traceback (a Ray worker's own log lines, "(ListFiles pid=...)", may
+    # hold one when the stream is torn down under load: Ray's, not the command's output)
+    ours = [line for line in result.output.splitlines() if not RAY_WORKER_LINE.match(line)]
+    assert not [line for line in ours if "Traceback" in line]
     summary = json.loads((bank / "summary-mine.json").read_text())
     assert (summary["counts"]["mine:in"], summary["counts"]["mine:failed"]) == (3, 3)

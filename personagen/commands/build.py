@@ -31,7 +31,7 @@ from personagen.commands.index import index
 from personagen.commands.ingest import write_errors
 from personagen.commands.judge import apply_decisions
 from personagen.commands.reference import load
-from personagen.commands.score import bank_counts
+from personagen.commands.score import bank_counts, score_bank_zero_shot
 from personagen.config import Config
 from personagen.errors import PersonagenError
 from personagen.io.bank import KEY, done_ids, read_failures, read_group
@@ -70,11 +70,12 @@ LLM_STREAM = ("mine", "judge", "score")
 
 
 def stream_stages(cfg: Config) -> list[str]:
-    """The stages of the streaming part, in order: mine always, the rest by configuration."""
+    """The stages of the streaming part, in order: mine always, the rest by configuration
+    (zero-shot scoring, `score.mode=embedding`, is a bank-wide step: see `_bank_steps`)."""
     wanted = {
         "mine": True,
         "judge": cfg.build.judge,
-        "score": cfg.build.score,
+        "score": cfg.build.score and cfg.score.mode != "embedding",
         "embed": cfg.build.embed,
     }
     return [stage for stage, on in wanted.items() if on]
@@ -269,13 +270,18 @@ def _llm_stage(ctx: RunContext, stage: str, endpoint: Endpoint, after: str | Non
 
 
 def _bank_steps(ctx: RunContext, stages: list[str]) -> Counter[str]:
-    """What needs the whole bank: judge decisions (near-duplicates), bank-wide counts, and the
-    consistency check of extreme traits (quantiles over the bank)."""
+    """What needs the whole bank: judge decisions (near-duplicates), zero-shot scores (their
+    scale is the bank's), bank-wide counts, and the consistency check of extreme traits
+    (quantiles over the bank)."""
+    cfg = ctx.cfg
     counts: Counter[str] = Counter()
     if "judge" in stages:
-        counts.update(apply_decisions(ctx.bank, ctx.cfg.judge))
-    if "score" in stages:
-        counts.update(bank_counts(ctx.bank, get_instrument(ctx.cfg.score.instrument).id))
+        counts.update(apply_decisions(ctx.bank, cfg.judge))
+    instrument = get_instrument(cfg.score.instrument)
+    if cfg.build.score and cfg.score.mode == "embedding":
+        counts.update(score_bank_zero_shot(ctx, instrument))
+    if cfg.build.score:
+        counts.update(bank_counts(ctx.bank, instrument.id))
         if ctx.cfg.score.consistency:
             counts.update(check_pending(ctx))
     return counts
@@ -382,6 +388,7 @@ def summary_rows(stages: list[str], outputs: dict[str, Any]) -> list[tuple[str, 
         ("  below the judge threshold", "bank:below_threshold"),
         ("  near-duplicates", "bank:duplicates"),
         ("bank: personas scored", "bank:scored"),
+        ("  zero-shot from embeddings (no LLM)", "score:predicted"),
         ("  flagged (score_flags)", "bank:flagged"),
     ]
     if "aligned" in outputs:

@@ -59,17 +59,15 @@ def score(
     if replace:
         ctx.bank.drop_instrument(instrument.id, [STAGE])
         ctx.bank.drop([checking.STAGE], [checking.STAGE])
-    scorable, counts = scorable_personas(ctx.bank, cfg.score)
-    pending, done = pending_of(ctx.bank, scorable, instrument.id)
-    counts.update(done)
     lines: list[str] = []
-    if pending.num_rows:
-        if embedding:
-            counts.update(score_zero_shot(ctx, instrument, scorable, pending))
-        elif surrogate is not None:
+    if embedding:
+        counts = score_bank_zero_shot(ctx, instrument)
+    else:
+        _, pending, counts = to_score(ctx.bank, cfg.score, instrument.id)
+        if pending.num_rows and surrogate is not None:
             scored, lines = score_surrogate(ctx, instrument, pending, surrogate)
             counts.update(scored)
-        else:
+        elif pending.num_rows:
             counts.update(score_pending(ctx, instrument, pending, bare))
     counts.update(bank_counts(ctx.bank, instrument.id))
     stages = [STAGE]
@@ -99,6 +97,27 @@ def bare_temperature(bank: Bank) -> float | None:
     if manifest.get("origin") != NO_PERSONA_ORIGIN:
         return None
     return float(manifest["baseline"]["temperature"])
+
+
+def score_bank_zero_shot(ctx: RunContext, instrument: Instrument) -> Counter[str]:
+    """Zero-shot scores (no LLM) for the bank's personas that lack them. They are standardised
+    over every scorable persona, so they are a bank-wide step (also a build's, with
+    score.mode=embedding), never a row-by-row one."""
+    scorable, pending, counts = to_score(ctx.bank, ctx.cfg.score, instrument.id)
+    if pending.num_rows:
+        counts.update(score_zero_shot(ctx, instrument, scorable, pending))
+    return counts
+
+
+def to_score(
+    bank: Bank, settings: ScoreConfig, instrument: str
+) -> tuple[pa.Table, pa.Table, Counter[str]]:
+    """The scorable personas (`scorable_personas`), those of them not scored on `instrument`
+    yet (`pending_of`), and the counts of both."""
+    scorable, counts = scorable_personas(bank, settings)
+    pending, done = pending_of(bank, scorable, instrument)
+    counts.update(done)
+    return scorable, pending, counts
 
 
 def score_pending(
