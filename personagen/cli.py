@@ -47,7 +47,14 @@ class _Group(click.Group):
             click.echo("aborted", err=True)
             sys.exit(130)
         except click.ClickException as exc:
-            exc.show()
+            if isinstance(exc, getattr(click.exceptions, "NoArgsIsHelpError", ())):
+                exc.show()  # a group without a command: its help
+                sys.exit(EXIT_USER_ERROR)
+            # one line, as for every other error: the problem, then where the usage is
+            hint = ""
+            if isinstance(exc, click.UsageError) and exc.ctx is not None:
+                hint = f" (see `{exc.ctx.command_path} -h`)"
+            click.echo(f"error: {' '.join(exc.format_message().split())}{hint}", err=True)
             sys.exit(EXIT_USER_ERROR)
         except KeyboardInterrupt:
             click.echo("interrupted", err=True)

@@ -49,6 +49,7 @@ from personagen.errors import PersonagenError
 from personagen.evaluate.figures import similarity_figure
 from personagen.index.retrieve import describe_similarity, retrieve
 from personagen.io.bank import GROUPS, KEY, Bank, conform, read_manifest, scores_of
+from personagen.io.lock import check_out
 from personagen.io.personas import persona_set
 from personagen.io.reference import Reference
 from personagen.psychometrics.instruments import Instrument, get_instrument
@@ -112,6 +113,7 @@ def adapt(
     The summary's `outputs` hold the retrieval statistics and the alignment's summary."""
     acfg = cfg.adapt
     bank, out = Path(bank).resolve(), Path(out).resolve()
+    check_out(out)
     n, k = acfg.n, acfg.k
     if n > k and not cfg.align.replace:
         raise PersonagenError(

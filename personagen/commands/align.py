@@ -26,6 +26,7 @@ from personagen.config import Config
 from personagen.errors import PersonagenError
 from personagen.evaluate.report import write_report
 from personagen.io.bank import KEY
+from personagen.io.lock import check_out
 from personagen.io.personas import PersonaSet
 from personagen.io.reference import Reference
 from personagen.runtime.align_shards import ray_shards
@@ -65,6 +66,7 @@ def align(
     command name and statistics), `figures` (title -> base64 PNG) to its HTML. The summary's
     `outputs` hold the `AlignResult` (`result`) and the folder (`out`)."""
     started = time.perf_counter()
+    check_out(out)
     acfg = cfg.align
     table, counts, notes = _candidates(personas.table, acfg.exclude_flagged)
     counts = {"read": personas.table.num_rows + personas.unscored, **counts}

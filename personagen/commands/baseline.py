@@ -33,6 +33,8 @@ from personagen.commands.score import score
 from personagen.config import Config
 from personagen.errors import PersonagenError
 from personagen.io.bank import GROUPS, KEY, Bank
+from personagen.psychometrics.instruments import get_instrument
+from personagen.psychometrics.scoring import check_min_items
 from personagen.runtime.context import RunContext, run_stage
 from personagen.runtime.summary import Summary
 from personagen.stages import describe
@@ -61,6 +63,10 @@ def baseline(
         raise PersonagenError(
             "--from BANK names the bank a random set is drawn from (and only a random set)"
         )
+    # what the kind needs is checked before the bank is made or touched
+    if kind == "no-persona":
+        check_min_items(get_instrument(cfg.score.instrument), cfg.score.min_items_per_trait)
+    eligible = _eligible(Bank(str(source)), n) if kind == "random" else np.empty(0)
     ctx = RunContext(cfg, bank, "baseline")
     if replace:
         ctx.bank.clear()
@@ -79,7 +85,7 @@ def baseline(
         return _llm_personas(ctx, n)
     if kind == "no-persona":
         return _no_persona(ctx, n)
-    return _random(ctx, n, Bank(str(source)))
+    return _random(ctx, n, Bank(str(source)), eligible)
 
 
 def _settings(cfg: Config, kind: str, source: str | Path | None) -> dict[str, Any]:
@@ -154,10 +160,12 @@ def _bare_rows(ids: list[str], model: str) -> pa.Table:
     )
 
 
-def _random(ctx: RunContext, n: int, source: Bank) -> Summary:
-    """N of `source`'s personas (not rejected by its judge) with all their rows."""
+def _eligible(source: Bank, n: int) -> np.ndarray:
+    """The ids of `source`'s personas not rejected by its judge (an error if fewer than N)."""
     if not source.has("personas"):
-        raise PersonagenError(f"no personas in {source.path} to draw a random set from")
+        raise PersonagenError(
+            f"no personas in {source.path} to draw a random set from: give a bank with --from"
+        )
     ids = source.read("personas", [KEY]).column(KEY)
     quality = source.read("quality", [KEY, "kept"])
     rejected = quality.filter(pc.equal(quality.column("kept"), False)).column(KEY)
@@ -167,6 +175,11 @@ def _random(ctx: RunContext, n: int, source: Bank) -> Summary:
             f"--n {n} is more than the {eligible.size:,} personas of {source.path} the judge did "
             f"not reject: ask for at most {eligible.size:,}"
         )
+    return eligible
+
+
+def _random(ctx: RunContext, n: int, source: Bank, eligible: np.ndarray) -> Summary:
+    """N of `source`'s personas (`eligible`: not rejected by its judge) with all their rows."""
     chosen = pa.array(np.random.default_rng(ctx.cfg.seed).choice(eligible, n, replace=False))
     counts: Counter[str] = Counter({"baseline:n": n, "source:eligible": int(eligible.size)})
     ctx.bank.drop(PER_PERSONA_GROUPS)

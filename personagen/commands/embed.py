@@ -49,12 +49,12 @@ def embed(
         raise PersonagenError(
             f"no personas in {bank.path} (not a persona bank, or nothing mined yet)"
         )
+    personas = bank.read("personas", [KEY, "narrative", "attributes"])  # read before any write
     if replace:
         model = _describe_model(bank, cfg.embed, _model_id(cfg.embed))
         bank.drop([GROUP, "index"])
     else:
         model = embedding_space(bank, cfg.embed)
-    personas = bank.read("personas", [KEY, "narrative", "attributes"])
     counts: Counter[str] = Counter(personas=personas.num_rows)
     done = set(bank.read(GROUP, [KEY]).column(KEY).to_pylist())
     failed_before = set() if retry_failed or replace else _failed_ids(bank)

@@ -7,6 +7,7 @@ from typing import Any
 
 from personagen.config import Config
 from personagen.evaluate.report import compare, render_report
+from personagen.io.lock import check_out
 from personagen.io.personas import PersonaSet
 from personagen.io.reference import Reference
 
@@ -21,6 +22,8 @@ def evaluate(
 ) -> tuple[dict[str, Any], tuple[Path, Path] | None]:
     """Compare `personas` (and optionally a `before` set) with the reference; write the report
     into `out` when given. Returns the comparison and the report paths."""
+    if out:
+        check_out(out)
     ref_x = reference.trait_matrix()
     report = compare(
         ref_x,

@@ -38,6 +38,7 @@ from personagen.commands.experiment_spec import (
     BUNDLED,
     BankSpec,
     ExperimentSpec,
+    ReferenceSpec,
     SetSpec,
     load_spec,
     resolve,
@@ -51,6 +52,7 @@ from personagen.evaluate.comparison import SetData, Settings, compare_sets
 from personagen.evaluate.comparison_report import write_experiment_report
 from personagen.index.embedder import Embedder, load_embedder
 from personagen.io.bank import KEY, Bank, scores_of
+from personagen.io.lock import check_out
 from personagen.io.personas import read_personas
 from personagen.io.reference import Reference
 from personagen.psychometrics.instruments import get_instrument
@@ -68,6 +70,8 @@ def experiment(cfg: Config, spec_path: str | Path, out: str | Path) -> Summary:
     if spec.held_out is not None:
         instruments.append(resolve(folder, spec.held_out.instrument))
     ids = [get_instrument(i).id for i in instruments]
+    check_out(out)
+    loaded = [_references(cfg, folder, spec, ref_spec) for ref_spec in spec.references]
     banks = prepare_banks(cfg, spec, folder, out / "banks", instruments)
     embedder = load_embedder(cfg.embed)
     notes: list[str] = []
@@ -79,15 +83,9 @@ def experiment(cfg: Config, spec_path: str | Path, out: str | Path) -> Summary:
         energy_max_rows=cfg.evaluate.energy_max_rows,
         n_projections=cfg.evaluate.sliced_projections,
     )
-    for ref_spec in spec.references:
-        reference = load(
-            cfg,
-            resolve(folder, ref_spec.reference),
-            group=ref_spec.group,
-            countries=ref_spec.countries,
-        )
-        held_spec = ref_spec.held_out or (spec.held_out.reference if spec.held_out else None)
-        held_reference = load(cfg, resolve(folder, held_spec)) if held_spec else None
+    for ref_spec, (reference, held_spec, held_reference) in zip(
+        spec.references, loaded, strict=True
+    ):
         sets = [s for s in spec.sets if s.references is None or ref_spec.name in s.references]
         data = []
         for set_spec in sets:
@@ -127,6 +125,19 @@ def experiment(cfg: Config, spec_path: str | Path, out: str | Path) -> Summary:
     summary.lines = [*notes, f"report: {html_path}"]
     summary.wall_s = time.perf_counter() - started
     return summary
+
+
+def _references(
+    cfg: Config, folder: Path, spec: ExperimentSpec, ref_spec: ReferenceSpec
+) -> tuple[Reference, str | None, Reference | None]:
+    """A reference of the experiment, its held-out spec and reference: loaded (and so checked)
+    before any bank is made."""
+    reference = load(
+        cfg, resolve(folder, ref_spec.reference), group=ref_spec.group, countries=ref_spec.countries
+    )
+    held_spec = ref_spec.held_out or (spec.held_out.reference if spec.held_out else None)
+    held_reference = load(cfg, resolve(folder, held_spec)) if held_spec else None
+    return reference, held_spec, held_reference
 
 
 def prepare_banks(

@@ -14,6 +14,7 @@ from pathlib import Path
 
 from personagen.exports.formats import export_set
 from personagen.exports.sets import read_source
+from personagen.io.lock import check_out
 from personagen.runtime.summary import Summary
 
 ROWS = [
@@ -37,6 +38,7 @@ def export(
     atomically; `overwrite` replaces an existing `out`, `license` sets the `hf` card's licence.
     The summary's `outputs` hold the path (`out`) and the set as read (`source`)."""
     started = time.perf_counter()
+    check_out(out)
     source = read_source(personas, instrument)
     path, written = export_set(source, fmt, out, overwrite=overwrite, license=license)
     counts = Counter(

@@ -59,6 +59,7 @@ from personagen.index.training import (
     training_columns,
 )
 from personagen.io.bank import KEY, read_group
+from personagen.io.lock import check_out
 from personagen.runtime.context import RunContext, run_stage
 from personagen.runtime.summary import Summary
 from personagen.stages.embed import persona_texts
@@ -99,6 +100,7 @@ def train_embedder(
     ctx = RunContext(cfg, bank, "train-embedder")
     tcfg = cfg.train_embedder
     bank, out = ctx.bank.path, Path(out).resolve()
+    check_out(out)
     if out.exists() and any(out.iterdir()) and not overwrite:
         raise PersonagenError(f"{out} exists and is not empty: choose another --out or --overwrite")
     if tcfg.threads:

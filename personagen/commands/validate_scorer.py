@@ -48,7 +48,7 @@ from personagen.io.histories import HISTORIES_DIR
 from personagen.io.self_reports import SelfReports, read_self_reports
 from personagen.psychometrics.instruments import Instrument, get_instrument
 from personagen.psychometrics.known_answer import KNOWN_ANSWER_FILE, known_answer_set
-from personagen.psychometrics.scoring import align_responses
+from personagen.psychometrics.scoring import align_responses, check_min_items
 from personagen.runtime.context import RunContext
 from personagen.runtime.summary import Summary
 
@@ -160,7 +160,9 @@ def bank_personas(personas: pa.Table, written: pa.ChunkedArray | pa.Array) -> pa
 
 def _context(cfg: Config, out: Path, replace: bool) -> RunContext:
     """The bank's run context (its lock held while this command runs); `replace` empties it
-    (but its response cache) and the histories ingested for it."""
+    (but its response cache) and the histories ingested for it. The instrument is checked
+    first: an unknown one is refused before anything is written."""
+    check_min_items(get_instrument(cfg.score.instrument), cfg.score.min_items_per_trait)
     ctx = RunContext(cfg, out / "bank", COMMAND)
     if replace:
         ctx.bank.clear()

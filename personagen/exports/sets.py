@@ -87,7 +87,9 @@ def read_source(path: str | Path, instrument: str | None = None) -> ExportSource
     try:
         table = pq.read_table(p)
     except (pa.ArrowInvalid, OSError) as exc:
-        raise PersonagenError(f"cannot read personas from {p}: {exc}") from None
+        raise PersonagenError(
+            f"cannot read personas from {p}: {exc}: give a Parquet file or a bank folder"
+        ) from None
     folder = p.parent
     report = _report(folder / REPORT_FILE)
     repeats = bool((report or {}).get("info", {}).get("replace"))

@@ -43,7 +43,7 @@ import pyarrow.parquet as pq
 
 from personagen.errors import PersonagenError
 from personagen.index.options import IndexOptions
-from personagen.io.bank import KEY, part_files, read_manifest, update_manifest
+from personagen.io.bank import KEY, damaged, part_files, read_manifest, update_manifest
 
 log = logging.getLogger(__name__)
 
@@ -115,7 +115,10 @@ def plan_rows(bank: str | Path) -> RowPlan:
         raise PersonagenError(f"no embeddings in {bank}: run `personagen embed {bank}` first")
     ids, file_no, row_no, models = [], [], [], set()
     for i, file in enumerate(files):
-        table = pq.read_table(file, columns=[KEY, "embed_model"])
+        try:
+            table = pq.read_table(file, columns=[KEY, "embed_model"])
+        except (pa.ArrowException, OSError) as exc:
+            raise damaged(Path(bank) / "embeddings", exc) from None
         ids.append(table.column(KEY))
         file_no.append(np.full(table.num_rows, i, np.int32))
         row_no.append(np.arange(table.num_rows, dtype=np.int64))

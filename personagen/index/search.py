@@ -69,15 +69,24 @@ class BankIndex:
             embed = self.info["embed"]
             base = options or EmbedderOptions()
 
-            model = embed["model"] if embed["model"] in PACKAGED else embed["path"]
+            model = embed["model"] if embed["model"] in PACKAGED else embed.get("path")
             query_cfg = base.model_copy(
                 update={
                     "model": model,
-                    "backend": embed["backend"],
-                    "max_seq_length": embed["max_seq_length"],
+                    "backend": embed.get("backend", base.backend),
+                    "max_seq_length": embed.get("max_seq_length", base.max_seq_length),
                 }
             )
-            embedder = load_embedder(query_cfg)
+            try:
+                if not model:
+                    raise PersonagenError("its folder is not recorded")
+                embedder = load_embedder(query_cfg)
+            except PersonagenError as exc:
+                raise PersonagenError(
+                    f"the index of {self.bank} was built with {embed.get('model_id')}, which "
+                    f"cannot be loaded here ({exc}): re-embed the bank with a model you have "
+                    "(`personagen embed --replace`) and re-index it"
+                ) from None
             if embedder.model_id != embed["model_id"]:
                 raise PersonagenError(
                     f"the index was built with {embed['model_id']} but {model} is now "

@@ -310,14 +310,26 @@ def read_group(bank: str | Path, group: str, columns: list[str] | None = None) -
     schema = group_schema(group)
     # Given the schema, parts written before a column was added read it as null (embeddings:
     # inferred, their fixed size is per part).
-    dataset = _dataset(Path(bank) / group, None if group == "embeddings" else schema)
     keys = GROUP_KEYS.get(group, (KEY,))
     wanted = None if columns is None else [*keys, *(c for c in columns if c not in keys)]
-    if dataset is None:
-        empty = schema.empty_table()
-        return empty if wanted is None else empty.select(wanted)
-    table = dataset.to_table(columns=wanted)
+    try:
+        dataset = _dataset(Path(bank) / group, None if group == "embeddings" else schema)
+        if dataset is None:
+            empty = schema.empty_table()
+            return empty if wanted is None else empty.select(wanted)
+        table = dataset.to_table(columns=wanted)
+    except (pa.ArrowException, OSError) as exc:
+        raise damaged(Path(bank) / group, exc) from None
     return _latest_per_key(table, keys)
+
+
+def damaged(folder: Path, exc: BaseException) -> PersonagenError:
+    """The error for a bank folder whose part files cannot be read (cut short, not Parquet)."""
+    reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    return PersonagenError(
+        f"cannot read the bank's part files in {folder} ({reason}): restore or remove the "
+        "damaged part, or build the bank again"
+    )
 
 
 def read_failures(bank: str | Path, stage: str | None = None) -> pa.Table:
@@ -325,7 +337,10 @@ def read_failures(bank: str | Path, stage: str | None = None) -> pa.Table:
     if not files:
         return FAILURES_SCHEMA.empty_table()
     # The schema is given: parts of older banks have no `instrument` (read as null).
-    table = pds.dataset([str(f) for f in files], schema=FAILURES_SCHEMA).to_table()
+    try:
+        table = pds.dataset([str(f) for f in files], schema=FAILURES_SCHEMA).to_table()
+    except (pa.ArrowException, OSError) as exc:
+        raise damaged(Path(bank) / "failures", exc) from None
     if stage is not None:
         table = table.filter(pc.equal(table.column("stage"), stage))
     return table

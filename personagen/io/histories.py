@@ -90,8 +90,32 @@ def list_inputs(src: str | Path, fmt: str) -> list[Path]:
     )
     files = sorted(p for p in src.rglob("*") if p.is_file() and p.suffix.lower() in suffixes)
     if not files:
-        raise PersonagenError(f"no input files ({', '.join(sorted(suffixes))}) under {src}")
+        raise PersonagenError(
+            f"no input files ({', '.join(sorted(suffixes))}) under {src}: point at a file or a "
+            "folder that holds some"
+        )
     return files
+
+
+def check_parquet_inputs(files: list[Path]) -> None:
+    """Refuse, before any work, Parquet inputs of which not one can be ingested: each cut
+    short or not Parquet, or without `user_id` and `posts` or `text` (one such file among good
+    ones is only a line of the ingest's errors)."""
+    problems = []
+    for path in files:
+        try:
+            names = pq.read_schema(path).names
+        except (pa.ArrowException, OSError) as exc:
+            reason = str(exc).strip().splitlines()[0] if str(exc).strip() else repr(exc)
+            problems.append(f"{path}: {reason}")
+            continue
+        if "user_id" in names and ("posts" in names or "text" in names):
+            return
+        problems.append(f"{path} lacks columns user_id and posts or text (has: {', '.join(names)})")
+    raise PersonagenError(
+        f"none of the {len(files)} input Parquet files can be ingested ({problems[0]}): give "
+        "rows of user_id with posts (a list) or text, one post a row"
+    )
 
 
 # ----------------------------------------------------------------------------------- readers

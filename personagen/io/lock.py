@@ -6,9 +6,10 @@ a second process asking for it is refused at once, and the kernel releases it wh
 process ends, however it ends (a SIGKILLed build leaves no stale lock behind). The file names its
 holder (command, pid, host, since when) for the refusal's message. Within one process the lock
 is re-entrant (a command that runs another on the same bank): counted, and released with the
-last holder. A folder made only to hold the lock is removed with it, so that a command that
-stops before writing anything leaves nothing behind. On a network file system the lock is as
-good as its locks (NFSv4, e.g. EFS, has them; Linux maps flock onto them).
+last holder. A folder made only to hold the lock is removed with it (and the empty folders
+made above it), so that a command that stops before writing anything leaves nothing behind. On
+a network file system the lock is as good as its locks (NFSv4, e.g. EFS, has them; Linux maps
+flock onto them).
 """
 
 from __future__ import annotations
@@ -31,7 +32,8 @@ LOCK_FILE = ".lock"
 class _Held:
     fd: int
     count: int
-    made_folder: bool
+    made: Path | None
+    """The topmost folder made for the lock (the bank's folder or an ancestor), if any."""
 
 
 _HELD: dict[Path, _Held] = {}
@@ -45,8 +47,14 @@ def lock_bank(folder: Path, command: str) -> None:
     if folder in _HELD:
         _HELD[folder].count += 1
         return
-    made_folder = not folder.exists()
-    folder.mkdir(parents=True, exist_ok=True)
+    made = _first_missing(folder)
+    check_out(folder)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise PersonagenError(
+            f"cannot make {folder}: {exc.strerror or exc}: choose another --out"
+        ) from None
     path = folder / LOCK_FILE
     while True:
         fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
@@ -70,7 +78,7 @@ def lock_bank(folder: Path, command: str) -> None:
     }
     os.ftruncate(fd, 0)
     os.pwrite(fd, json.dumps(record).encode(), 0)
-    _HELD[folder] = _Held(fd, 1, made_folder)
+    _HELD[folder] = _Held(fd, 1, made)
 
 
 def unlock_bank(folder: Path) -> None:
@@ -99,10 +107,40 @@ def _release(folder: Path) -> None:
     made for the lock and holds nothing else."""
     held = _HELD.pop(folder)
     with contextlib.suppress(OSError):
-        if held.made_folder and [p.name for p in folder.iterdir()] == [LOCK_FILE]:
+        if held.made is not None and [p.name for p in folder.iterdir()] == [LOCK_FILE]:
             (folder / LOCK_FILE).unlink()
             folder.rmdir()
+            while folder != held.made and not any(folder.parent.iterdir()):
+                folder = folder.parent  # the (empty) folders made above it too
+                folder.rmdir()
     os.close(held.fd)
+
+
+def _first_missing(folder: Path) -> Path | None:
+    """The topmost folder of `folder`'s path that does not exist yet (None: it exists)."""
+    missing = None
+    while not folder.exists() and folder != folder.parent:
+        missing, folder = folder, folder.parent
+    return missing
+
+
+def check_out(path: str | Path, flag: str = "--out") -> None:
+    """Refuse, before any work, an output path that cannot be made: one under a regular file,
+    or under a folder this process may not write (`flag` names the option to change)."""
+    path = Path(path).absolute()
+    above = path
+    while not above.exists() and above != above.parent:
+        above = above.parent
+    if above == path:
+        return
+    if not above.is_dir():
+        raise PersonagenError(
+            f"cannot write {path}: {above} is a file, not a folder: choose another {flag}"
+        )
+    if not os.access(above, os.W_OK | os.X_OK):
+        raise PersonagenError(
+            f"cannot write {path}: the folder {above} is not writable: choose another {flag}"
+        )
 
 
 def _holder(fd: int) -> str:

@@ -306,17 +306,28 @@ def _columns(path: Path, container: str) -> list[str]:
         try:
             return pq.read_schema(path).names
         except (pa.ArrowInvalid, OSError) as exc:
-            raise PersonagenError(f"cannot read {path} as Parquet: {exc}") from None
+            raise PersonagenError(
+                f"cannot read {path} as Parquet: {exc}: restore the file, or give it as JSONL or "
+                "CSV"
+            ) from None
     if container == "csv":
         return _csv_header(path)
     keys: dict[str, None] = {}
     seen = 0
+    first_bad: BadRow | None = None
     for _, _, record in _jsonl_records(path):
         if isinstance(record, dict):
             keys.update(dict.fromkeys(record))
             seen += 1
             if seen >= PEEK_ROWS:
                 break
+        elif first_bad is None:
+            first_bad = record
+    if not keys and first_bad is not None:
+        raise PersonagenError(
+            f"{path} has no row that can be read ({first_bad.place}: {first_bad.reason}): "
+            "give UTF-8 JSON lines, one object a line"
+        )
     return list(keys)
 
 

@@ -18,7 +18,7 @@ import pyarrow.parquet as pq
 
 from personagen import TRAITS
 from personagen.errors import PersonagenError
-from personagen.io.bank import KEY, read_bank
+from personagen.io.bank import KEY, instruments, read_bank
 
 
 @dataclass(frozen=True)
@@ -50,6 +50,13 @@ def read_personas(
     p = Path(path)
     wanted = None if columns is None else list(dict.fromkeys([KEY, *TRAITS, *columns]))
     if p.is_dir() and (p / "personas").is_dir():
+        scored = instruments(p) if instrument is not None else []
+        if scored and instrument not in scored:
+            raise PersonagenError(
+                f"bank {p} is not scored with {instrument} (it is with {', '.join(scored)}): "
+                f"choose one of those with --instrument, or run `personagen score --instrument "
+                f"{instrument}` on it first"
+            )
         table = read_bank(p, instrument=instrument)
         if wanted is not None:
             table = table.select([c for c in wanted if c in table.column_names])
@@ -57,7 +64,9 @@ def read_personas(
         try:
             table = pq.read_table(p, columns=wanted if wanted else None)
         except (pa.ArrowInvalid, OSError) as exc:
-            raise PersonagenError(f"cannot read personas from {p}: {exc}") from None
+            raise PersonagenError(
+                f"cannot read personas from {p}: {exc}: give a Parquet file or a bank folder"
+            ) from None
     else:
         raise PersonagenError(f"no persona bank or Parquet file at {p}")
     return persona_set(table, p, instrument)
@@ -116,11 +125,16 @@ def _all_null(table: pa.Table) -> np.ndarray:
 def _check(table: pa.Table, path: Path) -> None:
     ids = table.column(KEY)
     if ids.null_count:
-        raise PersonagenError(f"personas {path}: {ids.null_count} rows have no {KEY}")
+        raise PersonagenError(
+            f"personas {path}: {ids.null_count} rows have no {KEY}: give every row an id"
+        )
     if pc.count_distinct(ids).as_py() != table.num_rows:
         counts = pc.value_counts(ids)
         repeated = [v["values"].as_py() for v in counts if v["counts"].as_py() > 1][:3]
-        raise PersonagenError(f"personas {path}: duplicate {KEY} values, e.g. {repeated}")
+        raise PersonagenError(
+            f"personas {path}: duplicate {KEY} values, e.g. {repeated}: give each persona one "
+            "row with an id of its own"
+        )
     x = (
         np.column_stack([table.column(t).to_numpy(zero_copy_only=False) for t in TRAITS]).astype(
             np.float64
@@ -133,12 +147,13 @@ def _check(table: pa.Table, path: Path) -> None:
         row = int(np.flatnonzero(bad_nan.any(axis=1))[0])
         raise PersonagenError(
             f"personas {path}: {int(bad_nan.any(axis=1).sum())} rows have a missing or NaN trait "
-            f"(first: {ids[row].as_py()})"
+            f"(first: {ids[row].as_py()}): score them again, or leave those rows out"
         )
     out = (x < 1) | (x > 5)
     if out.any():
         row = int(np.flatnonzero(out.any(axis=1))[0])
         raise PersonagenError(
             f"personas {path}: {int(out.any(axis=1).sum())} rows have a trait outside 1-5 "
-            f"(first: {ids[row].as_py()}: {x[row].round(3).tolist()})"
+            f"(first: {ids[row].as_py()}: {x[row].round(3).tolist()}): traits are means on the "
+            "1-5 scale; rescale them or leave those rows out"
         )

@@ -143,8 +143,10 @@ def check_rows(n: int, *, min_rows: int, spec: str, label: str | None) -> None:
     if n >= min_rows and n > 0:
         return
     where = f"group {label!r}" if label else "the reference"
+    fix = "choose a larger group, or" if label else "give more respondents, or"
     raise PersonagenError(
-        f"{where} has {n:,} usable rows in {spec} (at least {max(min_rows, 1):,} needed)"
+        f"{where} has {n:,} usable rows in {spec} (at least {max(min_rows, 1):,} needed): "
+        f"{fix} lower reference.min_rows"
     )
 
 
@@ -608,7 +610,10 @@ def _read_table(path: str) -> pa.Table:
             convert_options=pacsv.ConvertOptions(null_values=_NULLS, strings_can_be_null=True),
         )
     except (pa.ArrowInvalid, OSError) as exc:
-        raise PersonagenError(f"cannot read the reference table {path}: {exc}") from None
+        raise PersonagenError(
+            f"cannot read the reference table {path}: {exc}: give a Parquet or CSV file of "
+            "trait columns"
+        ) from None
 
 
 def trait_summary(x: np.ndarray) -> dict[str, Any]:

@@ -19,9 +19,10 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 import numpy as np
 
@@ -54,7 +55,7 @@ def read_self_reports(path: str | Path, limit: int | None = None) -> SelfReports
     lines: dict[str, int] = {}
     seen_traits: set[str] = set()
     with path.open(encoding="utf-8") as fh:
-        for number, line in enumerate(fh, 1):
+        for number, line in enumerate(_lines(path, fh), 1):
             if not line.strip():
                 continue
             if limit is not None and len(user_ids) >= limit:
@@ -77,6 +78,17 @@ def read_self_reports(path: str | Path, limit: int | None = None) -> SelfReports
     traits = np.array(values, dtype=np.float64).reshape(len(user_ids), len(TRAITS))
     _enough(path, traits, limit)
     return SelfReports(user_ids, posts, traits)
+
+
+def _lines(path: Path, fh: TextIO) -> Iterator[str]:
+    """The file's lines; an error that says so where it is not UTF-8."""
+    try:
+        yield from fh
+    except UnicodeDecodeError as exc:
+        raise PersonagenError(
+            f"{path} is not UTF-8 (a byte 0x{exc.object[exc.start]:02x}): save it as UTF-8 "
+            "JSON lines"
+        ) from None
 
 
 def _parse(path: Path, number: int, line: str) -> dict[str, Any]:

@@ -37,6 +37,7 @@ from personagen.io.histories import (
     BLOG_METADATA,
     HISTORY_COLUMNS,
     FileRead,
+    check_parquet_inputs,
     detect_format,
     history_id,
     list_inputs,
@@ -342,7 +343,10 @@ def _history_table(rows: pa.Table, metadata: pa.Schema | None) -> pa.Table:
 def resolve_inputs(src: str | Path, fmt: str) -> tuple[list[Path], str]:
     """The input files under `src` and their format (`auto` detected from the extensions)."""
     files = list_inputs(src, fmt)
-    return files, detect_format(files) if fmt == "auto" else fmt
+    fmt = detect_format(files) if fmt == "auto" else fmt
+    if fmt == "parquet":
+        check_parquet_inputs(files)
+    return files, fmt
 
 
 def metadata_schema(fmt: str) -> pa.Schema | None:
