@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 from typing import Any
 
 import pytest
@@ -13,6 +12,7 @@ from llm_test_server import Faults, LLMTestServer
 from starlette.requests import Request
 from starlette.responses import Response
 from synthetic import write_histories
+from waiting import wait_until
 
 from personagen.commands.mine import mine
 from personagen.config import load_config
@@ -164,10 +164,7 @@ class OneSlotServer(LLMTestServer):
     def settled(self) -> int:
         """The requests it answered, once it holds none (requests whose client gave up are
         still answered, and logged, after the client has moved on)."""
-        deadline = time.monotonic() + 60
-        while self.held:
-            assert time.monotonic() < deadline, f"{self.held} requests still held"
-            time.sleep(0.05)
+        wait_until(lambda: not self.held, "requests still held by the server")
         return len(self.records())
 
 

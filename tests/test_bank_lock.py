@@ -9,13 +9,13 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
 from llm_test_server import LLMTestServer
 from synthetic import write_histories
+from waiting import wait_until
 
 from personagen.cli import cli
 from personagen.commands.mine import mine
@@ -106,11 +106,16 @@ def test_a_second_command_is_refused_until_the_holder_is_killed(ray_local, tmp_p
         log = (tmp_path / "first.err").open("w")
         first = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=log, env=env)
         try:
-            deadline = time.monotonic() + 120
-            while holder(bank) != first.pid:
+
+            def running() -> None:
                 assert first.poll() is None, (tmp_path / "first.err").read_text()[-2000:]
-                assert time.monotonic() < deadline, "the first command never took the bank"
-                time.sleep(0.05)
+
+            wait_until(
+                lambda: holder(bank) == first.pid,
+                "the first command never took the bank",
+                timeout_s=120,
+                alive=running,
+            )
 
             expected = (
                 f"error: bank {bank.resolve()} is being written by `personagen mine` "

@@ -21,6 +21,7 @@ from click.testing import CliRunner
 from conftest import shared_path
 from llm_test_server import Faults, LLMTestServer, schema_responder
 from synthetic import write_histories
+from waiting import wait_until
 
 from personagen.cli import cli
 from personagen.commands.mine import mine
@@ -368,21 +369,24 @@ def kill_when_cached(server: LLMTestServer, run: subprocess.Popen, bank: Path) -
     a resumed run must never ask them again. (An answer that reached the client but not the
     cache could legitimately be asked again; the freeze leaves none.)"""
     server.hold()
-    deadline = time.monotonic() + 60
-    while not (
-        server.parked
-        and not server.in_flight  # from here on nothing is answered: the answers are final
-        and set(sent_answers(server).values()) <= cached_answers(bank)
-    ):
+
+    def running() -> None:
         assert run.poll() is None, "the run finished before it could be killed"
-        assert time.monotonic() < deadline, "the answers sent did not reach the cache"
-        time.sleep(0.05)
+
+    wait_until(
+        lambda: bool(
+            server.parked
+            and not server.in_flight  # from here on nothing is answered: the answers are final
+            and set(sent_answers(server).values()) <= cached_answers(bank)
+        ),
+        "the answers sent did not reach the cache",
+        alive=running,
+    )
     run.send_signal(signal.SIGKILL)
     run.wait()
     _wait_for_job_end(run.pid)
     server.release(drop=True)
-    while server.parked or server.in_flight:
-        time.sleep(0.05)
+    wait_until(lambda: not (server.parked or server.in_flight), "parked requests not dropped")
     answered = sent_answers(server, phase=1)
     assert set(answered.values()) <= cached_answers(bank), "answered after the freeze"
     return set(answered)
